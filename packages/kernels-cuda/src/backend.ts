@@ -1,0 +1,121 @@
+/**
+ * The contract between @moa/runtime and the native ops. One interface, two implementations:
+ * the C++ CPU reference (always built) and CUDA (built when nvcc is present, used only when a GPU is there).
+ * Tensors are opaque handles owned by a backend; every op writes into a preallocated `out`, so a forward
+ * pass allocates nothing per token. Row-major layouts, shapes listed outermost first.
+ */
+
+export type DType = "f32" | "bf16" | "f16" | "i32";
+
+export interface Tensor {
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  readonly device: "cpu" | "cuda";
+  /** Bytes of storage (product of shape × element size). */
+  readonly byteLength: number;
+}
+
+export type HostArray = Float32Array | Int32Array | Uint16Array | Uint8Array;
+
+/**
+ * Per-query-head MoA attention rule as the kernels see it (DESIGN.md: Elastic rule, Block mask).
+ * alpha/beta have one entry per query head. Span S(n) = clamp(alpha + beta·n, 0, n),
+ * nb = max(1, floor(S(n) / blockSize)).
+ * - "block": prefill/profiling mask at the sequence length n: block (qb, kb), kb ≤ qb, is kept iff
+ *   kb < sinkTokens/blockSize or kb ≥ qb − nb + 1; the token mask is the causal part of kept blocks.
+ * - "window": the decode mask; query at position i (length i+1) attends key j ≤ i iff
+ *   j < sinkTokens or j > i − nb(i+1)·blockSize. Prefill in this mode equals token-by-token decode.
+ */
+export interface MoaMask {
+  readonly mode: "block" | "window";
+  readonly alpha: Float32Array;
+  readonly beta: Float32Array;
+  readonly blockSize: number;
+  readonly sinkTokens: number;
+}
+
+/**
+ * One layer's elastic KV cache. Every (sequence slot, KV head) owns a region of `sinkTokens + ringCap[g]`
+ * entries starting at entry `regionOffset[slot·kvHeads + g]` of `k`/`v` (each [entries, headDim]):
+ * token p < sinkTokens lives at region[p]; token p ≥ sinkTokens at region[sinkTokens + (p − sinkTokens) mod ringCap[g]].
+ * Keys are stored after RoPE. A dense cache is the same layout with ringCap ≥ maxLength − sinkTokens.
+ */
+export interface KvCacheLayer {
+  readonly k: Tensor;
+  readonly v: Tensor;
+  readonly kvHeads: number;
+  readonly headDim: number;
+  readonly sinkTokens: number;
+  /** Int32 [kvHeads]: ring capacity per KV head (sized by the widest query head of its group at the max length). */
+  readonly ringCap: Int32Array;
+  /** Int32 [slots·kvHeads]: first entry of each region. */
+  readonly regionOffset: Int32Array;
+}
+
+export interface Backend {
+  readonly name: "cpu" | "cuda";
+  /** Human-readable device, e.g. "CPU (16 threads)" or "NVIDIA H100 80GB HBM3". */
+  readonly deviceName: string;
+
+  /** Zero-initialised tensor. */
+  empty(dtype: DType, shape: readonly number[]): Tensor;
+  /** Copy host data (element type must match dtype; bf16/f16 as Uint16Array or raw bytes) into a new tensor. */
+  fromHost(dtype: DType, shape: readonly number[], data: HostArray): Tensor;
+  /** Copy a tensor back to the host (f32 → Float32Array, i32 → Int32Array, bf16/f16 → Uint16Array). */
+  toHost(t: Tensor): HostArray;
+  /** Write host data into an existing tensor at an element offset. */
+  write(t: Tensor, data: HostArray, elementOffset?: number): void;
+  /** A view of rows [rowStart, rowStart+rows) of a tensor's first dimension, sharing storage. */
+  rows(t: Tensor, rowStart: number, rows: number): Tensor;
+  free(t: Tensor): void;
+  synchronize(): void;
+
+  /** out[m,n] = x[m,k] · wᵀ (+ bias[n]); w is [n,k] (Hugging Face Linear layout) in f32/bf16/f16; fp32 accumulate. */
+  matmul(out: Tensor, x: Tensor, w: Tensor, bias?: Tensor): void;
+  /** out[t,d] = table[ids[t], :]. */
+  embedding(out: Tensor, ids: Tensor, table: Tensor): void;
+  /** out[t,d] = x / sqrt(mean(x²) + eps) · weight. */
+  rmsNorm(out: Tensor, x: Tensor, weight: Tensor, eps: number): void;
+  /** In place on x[t, heads, headDim]: Hugging Face rotate-half RoPE with inverse frequencies invFreq[headDim/2]
+   *  (llama3 scaling is folded into invFreq by the caller) and cos/sin multiplied by attentionScale. */
+  rope(x: Tensor, positions: Tensor, invFreq: Tensor, attentionScale: number): void;
+  /** out = silu(gate) · up, elementwise. */
+  siluMul(out: Tensor, gate: Tensor, up: Tensor): void;
+  /** out = a + b, elementwise (out may alias a). */
+  add(out: Tensor, a: Tensor, b: Tensor): void;
+  /** Row-wise softmax of x[rows, cols] into out. */
+  softmax(out: Tensor, x: Tensor): void;
+
+  /**
+   * Causal self-attention over packed variable-length sequences (prefill from position 0).
+   * q[T, Hq, D], k/v[T, Hkv, D], out[T, Hq, D]; cuSeqlens i32 [B+1] (host array) gives each sequence's rows.
+   * GQA: query head h reads KV head floor(h / (Hq/Hkv)). mask undefined = dense causal.
+   */
+  attentionPrefill(
+    out: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    cuSeqlens: Int32Array,
+    scale: number,
+    mask?: MoaMask,
+  ): void;
+
+  /** Store k/v[T, Hkv, D] of tokens at absolute positions[T] (host) of sequence slots[T] (host) into the cache. */
+  kvAppend(cache: KvCacheLayer, k: Tensor, v: Tensor, slots: Int32Array, positions: Int32Array): void;
+
+  /**
+   * One new query per sequence: q[B, Hq, D] → out[B, Hq, D], attending the cached tokens of slots[b] with
+   * seqLens[b] tokens (the new token included, already appended). mask undefined = every cached token;
+   * otherwise mode "window" per query head.
+   */
+  attentionDecode(
+    out: Tensor,
+    q: Tensor,
+    cache: KvCacheLayer,
+    slots: Int32Array,
+    seqLens: Int32Array,
+    scale: number,
+    mask?: MoaMask,
+  ): void;
+}
