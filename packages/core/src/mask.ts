@@ -81,6 +81,18 @@ export function windowTokens(rule: ElasticRule, n: number, geom: MaskGeometry = 
 }
 
 /**
+ * First position of the recent window of the query generated at length `n` (position
+ * `n − 1`): `max(0, n − nb(n)·B)`; the query attends the sink and `[windowStart, n)`.
+ * Because `nb` is floored to whole blocks, this start moves back by up to `B − 1` tokens
+ * when `nb` grows (for beta in [0, 1] never more), so a decode ring buffer that must
+ * serve later windows keeps `B − 1` tokens beyond the current window, or is sized for
+ * the longest length it will serve.
+ */
+export function windowStart(rule: ElasticRule, n: number, geom: MaskGeometry = DEFAULT_GEOMETRY): number {
+  return Math.max(0, n - windowTokens(rule, n, geom));
+}
+
+/**
  * The decode mask: query `i` (generated at length `i + 1`) attends key `j ≤ i` iff
  * `j < G` (sink) or `j > i − nb(i + 1) · B` (the last `nb·B` tokens, itself included).
  */
