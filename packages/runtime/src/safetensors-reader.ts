@@ -1,0 +1,238 @@
+/**
+ * Reads Hugging Face checkpoints: one `model.safetensors`, or shards listed by `model.safetensors.index.json`.
+ * Each file is read once: 8 bytes for the header length, the JSON header, then the whole data section into one
+ * ArrayBuffer. Tensors are views into that buffer (no second copy through the JS heap); the backend copies
+ * them into its own storage when the weights are uploaded.
+ */
+import { open, readFile, stat } from "node:fs/promises";
+import { isAbsolute, join, normalize } from "node:path";
+import {
+  DTYPE_SIZES,
+  MoaError,
+  parseSafetensorsHeader,
+  type SafetensorsDtype,
+  safetensorsHeaderLength,
+} from "@moa/core";
+
+export const E_CHECKPOINT = "E_CHECKPOINT";
+
+/** One tensor of a checkpoint, its bytes a view into the data section of the file it came from. */
+export interface CheckpointTensor {
+  readonly name: string;
+  readonly dtype: SafetensorsDtype;
+  readonly shape: readonly number[];
+  /** The file it was read from (as passed to the reader), for error messages. */
+  readonly file: string;
+  /** Exactly the tensor's bytes. */
+  readonly bytes: Uint8Array;
+}
+
+export interface SafetensorsContents {
+  readonly file: string;
+  /** `__metadata__` of the header (`{}` when absent). */
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly tensors: ReadonlyMap<string, CheckpointTensor>;
+}
+
+export interface Checkpoint {
+  readonly dir: string;
+  /** The safetensors files read, in the order read. */
+  readonly files: readonly string[];
+  /** The index file for sharded checkpoints. */
+  readonly index?: string;
+  readonly tensors: ReadonlyMap<string, CheckpointTensor>;
+}
+
+/** Tensor element types the runtime computes with. */
+export type FloatDtype = "bf16" | "f16" | "f32";
+
+const FLOAT_DTYPES: Partial<Record<SafetensorsDtype, FloatDtype>> = { BF16: "bf16", F16: "f16", F32: "f32" };
+
+/** The runtime dtype of a safetensors dtype, or undefined for types that are not bf16/f16/f32. */
+export function floatDtype(dtype: SafetensorsDtype): FloatDtype | undefined {
+  return FLOAT_DTYPES[dtype];
+}
+
+/**
+ * The tensor's elements as a typed array: Uint16Array of raw bits for bf16/f16, Float32Array for f32.
+ * A view when the tensor's offset is aligned to its element size (always, for files written by Hugging Face);
+ * an aligned copy otherwise. Other dtypes are rejected with the file and tensor named.
+ */
+export function tensorElements(tensor: CheckpointTensor): Uint16Array | Float32Array {
+  const dtype = floatDtype(tensor.dtype);
+  if (dtype === undefined) {
+    throw new MoaError(
+      E_CHECKPOINT,
+      `${tensor.file}: ${tensor.name}.dtype = ${JSON.stringify(tensor.dtype)}: weights must be BF16, F16 or F32`,
+      { source: tensor.file, field: `${tensor.name}.dtype` },
+    );
+  }
+  const size = DTYPE_SIZES[tensor.dtype];
+  let bytes = tensor.bytes;
+  if (bytes.byteOffset % size !== 0) bytes = bytes.slice();
+  const length = bytes.byteLength / size;
+  return dtype === "f32"
+    ? new Float32Array(bytes.buffer, bytes.byteOffset, length)
+    : new Uint16Array(bytes.buffer, bytes.byteOffset, length);
+}
+
+/** Reads `length` bytes at `position` into `target`, looping over short reads; fails if the file ends early. */
+async function readExactly(
+  handle: import("node:fs/promises").FileHandle,
+  target: Uint8Array,
+  position: number,
+  file: string,
+  field: string,
+): Promise<void> {
+  const CHUNK = 1 << 30; // one read call is limited to 2 GiB
+  let done = 0;
+  while (done < target.byteLength) {
+    const want = Math.min(CHUNK, target.byteLength - done);
+    const { bytesRead } = await handle.read(target, done, want, position + done);
+    if (bytesRead === 0) {
+      throw new MoaError(
+        E_CHECKPOINT,
+        `${file}: ${field}: file ended after ${position + done} bytes (expected ${position + target.byteLength})`,
+        { source: file, field },
+      );
+    }
+    done += bytesRead;
+  }
+}
+
+/** Wraps anything that is not already a MoaError (I/O errors) so callers see one error type naming the file. */
+function asMoaError(error: unknown, file: string, field: string): MoaError {
+  if (error instanceof MoaError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new MoaError(E_CHECKPOINT, `${file}: ${field}: ${message}`, { source: file, field });
+}
+
+/**
+ * Reads one safetensors file: header validated by @moa/core (length within the file, known dtypes,
+ * offsets inside the data section and not overlapping, byte counts matching shapes), data read once.
+ */
+export async function readSafetensors(file: string): Promise<SafetensorsContents> {
+  let handle: import("node:fs/promises").FileHandle | undefined;
+  try {
+    handle = await open(file, "r");
+    const { size } = await handle.stat();
+    const prefix = new Uint8Array(8);
+    if (size >= 8) await readExactly(handle, prefix, 0, file, "header length");
+    const headerLength = safetensorsHeaderLength(prefix, size, file);
+    const headerBytes = new Uint8Array(headerLength);
+    await readExactly(handle, headerBytes, 8, file, "header");
+    const parsed = parseSafetensorsHeader(headerBytes, size, file);
+
+    const data = new Uint8Array(size - parsed.dataStart);
+    await readExactly(handle, data, parsed.dataStart, file, "data");
+    const tensors = new Map<string, CheckpointTensor>();
+    for (const [name, entry] of parsed.tensors) {
+      tensors.set(name, {
+        name,
+        dtype: entry.dtype,
+        shape: entry.shape,
+        file,
+        bytes: data.subarray(entry.begin - parsed.dataStart, entry.end - parsed.dataStart),
+      });
+    }
+    return { file, metadata: parsed.metadata, tensors };
+  } catch (error) {
+    throw asMoaError(error, file, "file");
+  } finally {
+    await handle?.close();
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+export const SINGLE_FILE = "model.safetensors";
+export const INDEX_FILE = "model.safetensors.index.json";
+
+/** Parses `model.safetensors.index.json`: tensor name → shard file name (relative to the checkpoint). */
+export function parseShardIndex(json: unknown, source: string): Map<string, string> {
+  const bad = (field: string, reason: string): never => {
+    throw new MoaError(E_CHECKPOINT, `${source}: ${field}: ${reason}`, { source, field });
+  };
+  if (typeof json !== "object" || json === null || Array.isArray(json))
+    bad("(root)", "must be a JSON object");
+  const weightMap = (json as Record<string, unknown>).weight_map;
+  if (typeof weightMap !== "object" || weightMap === null || Array.isArray(weightMap)) {
+    bad("weight_map", "must be an object mapping tensor names to shard files");
+  }
+  const map = new Map<string, string>();
+  for (const [name, shard] of Object.entries(weightMap as Record<string, unknown>)) {
+    if (typeof shard !== "string" || shard.length === 0) {
+      bad(`weight_map.${name}`, `must be a shard file name, got ${JSON.stringify(shard)}`);
+    }
+    const file = shard as string;
+    if (isAbsolute(file) || normalize(file).split(/[\\/]/).includes("..")) {
+      bad(
+        `weight_map.${name}`,
+        `shard ${JSON.stringify(file)} must be a path inside the checkpoint directory`,
+      );
+    }
+    map.set(name, file);
+  }
+  if (map.size === 0) bad("weight_map", "lists no tensors");
+  return map;
+}
+
+/**
+ * Reads every tensor of a checkpoint directory: `model.safetensors`, or the shards of
+ * `model.safetensors.index.json` (each shard read once; every tensor the index names must be in its shard).
+ */
+export async function readCheckpoint(dir: string): Promise<Checkpoint> {
+  const indexPath = join(dir, INDEX_FILE);
+  const singlePath = join(dir, SINGLE_FILE);
+  if (await exists(indexPath)) {
+    let json: unknown;
+    try {
+      json = JSON.parse(await readFile(indexPath, "utf8"));
+    } catch (error) {
+      throw asMoaError(error, indexPath, "(root)");
+    }
+    const weightMap = parseShardIndex(json, indexPath);
+    const shards = [...new Set(weightMap.values())];
+    const contents = new Map<string, SafetensorsContents>();
+    for (const shard of shards) {
+      const path = join(dir, shard);
+      if (!(await exists(path))) {
+        const first = [...weightMap].find(([, s]) => s === shard)![0];
+        throw new MoaError(
+          E_CHECKPOINT,
+          `${indexPath}: weight_map.${first}: shard ${JSON.stringify(shard)} does not exist in ${dir}`,
+          { source: indexPath, field: `weight_map.${first}` },
+        );
+      }
+      contents.set(shard, await readSafetensors(path));
+    }
+    const tensors = new Map<string, CheckpointTensor>();
+    for (const [name, shard] of weightMap) {
+      const tensor = contents.get(shard)!.tensors.get(name);
+      if (tensor === undefined) {
+        throw new MoaError(
+          E_CHECKPOINT,
+          `${indexPath}: weight_map.${name}: tensor is not in shard ${join(dir, shard)}`,
+          { source: indexPath, field: `weight_map.${name}` },
+        );
+      }
+      tensors.set(name, tensor);
+    }
+    return { dir, files: shards.map((s) => join(dir, s)), index: indexPath, tensors };
+  }
+  if (await exists(singlePath)) {
+    const contents = await readSafetensors(singlePath);
+    return { dir, files: [singlePath], tensors: contents.tensors };
+  }
+  throw new MoaError(
+    E_CHECKPOINT,
+    `${dir}: neither ${SINGLE_FILE} nor ${INDEX_FILE} found: not a Hugging Face safetensors checkpoint`,
+    { source: dir, field: SINGLE_FILE },
+  );
+}
