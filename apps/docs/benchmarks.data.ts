@@ -62,7 +62,8 @@ function collect(value: Record<string, unknown>, prefix: string, result: Benchma
     const name = prefix === "" ? key : `${prefix}.${key}`;
     if (Array.isArray(item) && item.length > 0 && item.every(isPlainObject)) {
       const columns: string[] = [];
-      for (const row of item) for (const column of Object.keys(row)) if (!columns.includes(column)) columns.push(column);
+      for (const row of item)
+        for (const column of Object.keys(row)) if (!columns.includes(column)) columns.push(column);
       result.tables.push({ name, columns, rows: item.map((row) => columns.map((c) => cell(row[c]))) });
     } else if (isPlainObject(item)) {
       collect(item, name, result);

@@ -34,7 +34,11 @@ if (present.length === 0) {
     entryPoints: present.map((pkg) => join(repoRoot, pkg.entry)),
     entryPointStrategy: "resolve",
     tsconfig: join(docsRoot, "tsconfig.api.json"),
-    plugin: ["typedoc-plugin-markdown", "typedoc-vitepress-theme", join(docsRoot, "scripts/typedoc-package-names.mjs")],
+    plugin: [
+      "typedoc-plugin-markdown",
+      "typedoc-vitepress-theme",
+      join(docsRoot, "scripts/typedoc-package-names.mjs"),
+    ],
     out,
     docsRoot,
     readme: "none",
