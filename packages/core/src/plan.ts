@@ -201,7 +201,12 @@ function checkPlan(json: unknown, source: string, code: string, checkDensity: bo
   };
   if (json.provenance !== undefined) {
     if (!isObject(json.provenance)) fail(code, source, "provenance", json.provenance, "must be an object");
-    plan.provenance = structuredClone(json.provenance);
+    // A JSON round trip: the plan holds exactly what its file will hold (no undefined, no -0).
+    try {
+      plan.provenance = JSON.parse(JSON.stringify(json.provenance));
+    } catch (error) {
+      fail(code, source, "provenance", "(object)", `must be JSON-serialisable (${(error as Error).message})`);
+    }
   }
   if (checkDensity) {
     for (const [key, value] of Object.entries(density)) {
