@@ -1,0 +1,98 @@
+// N-API entry points for the machine: CPU thread count, and in the CUDA addon the device query, device
+// memory (allocation, copies) and synchronisation.
+#include <string>
+
+#include "binding/args.h"
+#ifdef MOA_WITH_CUDA
+#include "cuda/cuda_ops.h"
+#endif
+
+namespace moa::binding {
+namespace {
+
+Napi::Value ThreadCount(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), threadCount()); }
+
+#ifdef MOA_WITH_CUDA
+
+Napi::Value AddressValue(Napi::Env env, void* pointer) {
+  return Napi::BigInt::New(env, static_cast<uint64_t>(reinterpret_cast<uintptr_t>(pointer)));
+}
+
+// { count, error }: count is 0 (never an exception) when no driver or no device is present.
+Napi::Value Probe(const Napi::CallbackInfo& info) {
+  const cuda::Probe probe = cuda::probe();
+  Napi::Object result = Napi::Object::New(info.Env());
+  result.Set("count", Napi::Number::New(info.Env(), probe.deviceCount));
+  result.Set("error", probe.error.empty() ? info.Env().Null() : Napi::String::New(info.Env(), probe.error));
+  return result;
+}
+
+Napi::Value DeviceInfo(const Napi::CallbackInfo& info) {
+  Napi::Object result = Napi::Object::New(info.Env());
+  guarded(info, [&] {
+    const cuda::DeviceInfo device = cuda::deviceInfo(static_cast<int>(intArg(info, 0, "deviceInfo", "device")));
+    result.Set("name", Napi::String::New(info.Env(), device.name));
+    result.Set("totalMemory", Napi::Number::New(info.Env(), static_cast<double>(device.totalMemory)));
+    result.Set("major", Napi::Number::New(info.Env(), device.major));
+    result.Set("minor", Napi::Number::New(info.Env(), device.minor));
+    result.Set("multiprocessors", Napi::Number::New(info.Env(), device.multiprocessors));
+  });
+  return result;
+}
+
+Napi::Value Allocate(const Napi::CallbackInfo& info) {
+  void* pointer = nullptr;
+  guarded(info, [&] { pointer = cuda::allocate(static_cast<size_t>(intArg(info, 0, "empty", "bytes"))); });
+  return AddressValue(info.Env(), pointer);
+}
+
+Napi::Value Release(const Napi::CallbackInfo& info) {
+  return guarded(info, [&] { cuda::release(tensorArg(info, 0, "free", "pointer", 0).data); });
+}
+
+// copyToDevice(deviceAddress, hostTypedArray, bytes)
+Napi::Value CopyToDevice(const Napi::CallbackInfo& info) {
+  const std::string op = "write";
+  return guarded(info, [&] {
+    const int64_t bytes = intArg(info, 2, op, "bytes");
+    const Ref dst = tensorArg(info, 0, op, "destination", 0);
+    const Ref src = tensorArg(info, 1, op, "source", static_cast<size_t>(bytes));
+    if (!dst.device || src.device) fail(op, "copyToDevice takes a device destination and a host source");
+    cuda::copyToDevice(dst.data, src.data, static_cast<size_t>(bytes));
+  });
+}
+
+// copyToHost(hostTypedArray, deviceAddress, bytes)
+Napi::Value CopyToHost(const Napi::CallbackInfo& info) {
+  const std::string op = "toHost";
+  return guarded(info, [&] {
+    const int64_t bytes = intArg(info, 2, op, "bytes");
+    const Ref dst = tensorArg(info, 0, op, "destination", static_cast<size_t>(bytes));
+    const Ref src = tensorArg(info, 1, op, "source", 0);
+    if (dst.device || !src.device) fail(op, "copyToHost takes a host destination and a device source");
+    cuda::copyToHost(dst.data, src.data, static_cast<size_t>(bytes));
+  });
+}
+
+Napi::Value Synchronize(const Napi::CallbackInfo& info) {
+  return guarded(info, [&] { cuda::synchronize(); });
+}
+
+#endif
+
+}  // namespace
+
+void registerDevice(Napi::Env env, Napi::Object exports) {
+  exports.Set("threadCount", Napi::Function::New(env, ThreadCount, "threadCount"));
+#ifdef MOA_WITH_CUDA
+  exports.Set("probe", Napi::Function::New(env, Probe, "probe"));
+  exports.Set("deviceInfo", Napi::Function::New(env, DeviceInfo, "deviceInfo"));
+  exports.Set("allocate", Napi::Function::New(env, Allocate, "allocate"));
+  exports.Set("release", Napi::Function::New(env, Release, "release"));
+  exports.Set("copyToDevice", Napi::Function::New(env, CopyToDevice, "copyToDevice"));
+  exports.Set("copyToHost", Napi::Function::New(env, CopyToHost, "copyToHost"));
+  exports.Set("synchronize", Napi::Function::New(env, Synchronize, "synchronize"));
+#endif
+}
+
+}  // namespace moa::binding
