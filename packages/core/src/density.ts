@@ -2,7 +2,7 @@ import { DEFAULT_GEOMETRY, type MaskGeometry } from "./constants.js";
 import { checkInteger, fail } from "./errors.js";
 import { blockCount, sinkBlockCount } from "./mask.js";
 import type { MoaPlan } from "./plan.js";
-import { type ElasticRule, spanBlocks } from "./rule.js";
+import { type ElasticRule, ruleKey, spanBlocks } from "./rule.js";
 
 /**
  * Kept causal token entries of a head at length `n` under the block mask, in closed
@@ -70,7 +70,7 @@ export function planComputeDensity(plan: MoaPlan, n: number): number {
   let count = 0;
   for (const layer of plan.rules) {
     for (const rule of layer) {
-      const key = `${rule.alpha},${rule.beta}`;
+      const key = ruleKey(rule);
       let d = cache.get(key);
       if (d === undefined) {
         d = computeDensity(rule, n, geom);

@@ -14,8 +14,9 @@ export interface MoaErrorOptions {
  */
 export class MoaError extends Error {
   readonly code: string;
-  readonly source?: string;
-  readonly field?: string;
+  // `declare`: no class-field initialiser, so absent options leave no `undefined` own property.
+  declare readonly source?: string;
+  declare readonly field?: string;
 
   constructor(code: string, message: string, options: MoaErrorOptions = {}) {
     super(message);
@@ -42,7 +43,8 @@ export function describeValue(value: unknown): string {
 
 /**
  * Builds the standard message `source: field = value: reason` and throws it.
- * Kept as one helper so every error across core reads the same way.
+ * Kept as one helper so every error reads the same way; exported as `throwFieldError`
+ * for other packages' boundary checks.
  */
 export function fail(code: string, source: string, field: string, value: unknown, reason: string): never {
   throw new MoaError(code, `${source}: ${field} = ${describeValue(value)}: ${reason}`, { source, field });

@@ -1,7 +1,13 @@
 export * from "./baselines.js";
 export * from "./constants.js";
 export * from "./density.js";
-export * from "./errors.js";
+export {
+  describeValue,
+  fail as throwFieldError,
+  MoaError,
+  type MoaErrorCode,
+  type MoaErrorOptions,
+} from "./errors.js";
 export * from "./grid.js";
 export * from "./mask.js";
 export * from "./plan.js";

@@ -5,6 +5,7 @@
 import { DEFAULT_GEOMETRY, type MaskGeometry } from "./constants.js";
 import { planKvDensity } from "./density.js";
 import { describeValue, fail, MoaError } from "./errors.js";
+import { setOwn } from "./own.js";
 import type { ElasticRule } from "./rule.js";
 
 /** The attention shape of a model. `architecture` is the HF config's `model_type` (e.g. "llama"). */
@@ -248,7 +249,7 @@ function sortKeysDeep(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(sortKeysDeep);
   if (!isObject(value)) return value;
   const out: Record<string, unknown> = {};
-  for (const key of Object.keys(value).sort()) out[key] = sortKeysDeep(value[key]);
+  for (const key of Object.keys(value).sort()) setOwn(out, key, sortKeysDeep(value[key]));
   return out;
 }
 

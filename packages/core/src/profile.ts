@@ -76,6 +76,15 @@ export function readProfile(bytes: Uint8Array, source: string): MoaProfile {
   }
   const blockSize = metaInt(meta, "blockSize", source, 1);
   const sinkTokens = metaInt(meta, "sinkTokens", source, 0);
+  if (sinkTokens % blockSize !== 0) {
+    fail(
+      E,
+      source,
+      "__metadata__.sinkTokens",
+      meta.sinkTokens,
+      `must be a multiple of blockSize (${blockSize})`,
+    );
+  }
   const samplesPerLength = metaInt(meta, "samplesPerLength", source, 1, 1);
   if (meta.lengths === undefined || meta.lengths.trim() === "") {
     fail(

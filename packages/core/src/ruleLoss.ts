@@ -1,4 +1,4 @@
-import type { MaskGeometry } from "./constants.js";
+import { DEFAULT_GEOMETRY, type MaskGeometry } from "./constants.js";
 import { computeDensity, kvDensity } from "./density.js";
 import { checkInteger, fail } from "./errors.js";
 import { sinkBlockCount } from "./mask.js";
@@ -66,7 +66,7 @@ export function ruleLossTable(profile: MoaProfile, n: number, rules: ElasticRule
 export function ruleDensityTable(
   rules: ElasticRule[],
   n: number,
-  geom: MaskGeometry,
+  geom: MaskGeometry = DEFAULT_GEOMETRY,
 ): { compute: Float64Array; kv: Float64Array } {
   checkInteger(n, "n", 1, "ruleDensityTable");
   return {

@@ -4,6 +4,7 @@
  * Profiles are safetensors files (DESIGN.md: Profile file) and so are checkpoints.
  */
 import { fail } from "./errors.js";
+import { setOwn } from "./own.js";
 
 /** Bytes per element of each safetensors dtype. */
 export const DTYPE_SIZES = {
@@ -121,7 +122,7 @@ export function parseSafetensorsHeader(
       }
       for (const [key, value] of Object.entries(raw as Record<string, unknown>)) {
         if (typeof value !== "string") fail(E, source, `__metadata__.${key}`, value, "must be a string");
-        metadata[key] = value;
+        setOwn(metadata, key, value);
       }
       continue;
     }
@@ -212,8 +213,10 @@ export function tensorBytes(bytes: Uint8Array, entry: TensorEntry): Uint8Array {
  */
 export function readFloat32Tensor(bytes: Uint8Array, entry: TensorEntry, source: string): Float32Array {
   if (entry.dtype !== "F32") fail(E, source, `${entry.name}.dtype`, entry.dtype, "expected F32");
-  const copy = bytes.slice(entry.begin, entry.end);
-  return new Float32Array(copy.buffer, copy.byteOffset, copy.byteLength / 4);
+  // An explicit copy: Buffer#slice would return an (often unaligned) view, not a copy.
+  const copy = new Uint8Array(entry.end - entry.begin);
+  copy.set(bytes.subarray(entry.begin, entry.end));
+  return new Float32Array(copy.buffer);
 }
 
 /**
@@ -231,7 +234,9 @@ export function serializeSafetensors(
     for (const [key, value] of Object.entries(metadata)) {
       if (typeof value !== "string") fail("E_ARGUMENT", where, `metadata.${key}`, value, "must be a string");
     }
-    header.__metadata__ = metadata;
+    const copy: Record<string, string> = {};
+    for (const [key, value] of Object.entries(metadata)) setOwn(copy, key, value);
+    header.__metadata__ = copy;
   }
   let offset = 0;
   for (const t of tensors) {
@@ -252,7 +257,7 @@ export function serializeSafetensors(
         `shape needs ${expected} bytes`,
       );
     }
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + expected] };
+    setOwn(header, t.name, { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + expected] });
     offset += expected;
   }
   let json = new TextEncoder().encode(JSON.stringify(header));

@@ -74,6 +74,14 @@ describe("plan round trips", () => {
     );
   });
 
+  it("keeps provenance keys named __proto__ through serialize → parse", () => {
+    const provenance = JSON.parse('{"solver": {"__proto__": 1, "name": "highs"}}') as Record<string, unknown>;
+    const plan = makePlan(LLAMA, planJson().rules as ElasticRule[][], [], provenance);
+    const back = parsePlanText(serializePlan(plan), "plan.json");
+    expect(Object.keys(back.provenance!.solver as object)).toEqual(["__proto__", "name"]);
+    expect(back).toEqual(plan);
+  });
+
   it("serializePlan writes the DESIGN.md key order with one rule per line", () => {
     const text = serializePlan(makePlan(LLAMA, planJson().rules as ElasticRule[][], [4096, 2048]));
     const keys = [...text.matchAll(/^ {2}"(\w+)"/gm)].map((m) => m[1]);

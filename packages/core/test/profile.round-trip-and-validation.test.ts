@@ -70,6 +70,17 @@ describe("profile round trip", () => {
     );
   });
 
+  it("reads from a Node Buffer at an unaligned offset and copies the values out of it", () => {
+    const bytes = writeProfile(smallProfile());
+    const pool = Buffer.alloc(bytes.length + 3);
+    pool.set(bytes, 3);
+    const unaligned = pool.subarray(3);
+    const profile = readProfile(unaligned, "unaligned");
+    expect(profile).toEqual(smallProfile());
+    unaligned.fill(0);
+    expect(profile).toEqual(smallProfile());
+  });
+
   it("writes exactly the metadata keys of DESIGN.md, all strings", () => {
     const file = parseSafetensors(writeProfile(smallProfile()), "small");
     expect(file.metadata).toEqual({

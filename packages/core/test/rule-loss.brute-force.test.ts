@@ -87,10 +87,11 @@ describe("rule loss", () => {
     const n = 8192;
     const nBlocks = n / 64;
     const data = new Float32Array(layers * heads * nBlocks * nBlocks);
-    for (let k = 0; k < data.length; k++) {
-      const qb = Math.floor(k / nBlocks) % nBlocks;
-      const kb = k % nBlocks;
-      if (kb <= qb) data[k] = 1 / (1 + qb - kb) + (k & 3) * 1e-3;
+    let k = 0;
+    for (let head = 0; head < layers * heads; head++) {
+      for (let qb = 0; qb < nBlocks; qb++, k += nBlocks) {
+        for (let kb = 0; kb <= qb; kb++) data[k + kb] = 1 / (1 + qb - kb) + ((head + kb) & 3) * 1e-3;
+      }
     }
     const profile: MoaProfile = {
       model: "synthetic-70b",

@@ -66,6 +66,13 @@ describe("safetensors round trip", () => {
     );
   });
 
+  it("keeps a metadata key named __proto__ (an own key, not the prototype)", () => {
+    const metadata = JSON.parse('{"__proto__": "x", "format": "pt"}') as Record<string, string>;
+    const file = parseSafetensors(serializeSafetensors([], metadata), "proto.safetensors");
+    expect(Object.keys(file.metadata)).toEqual(["__proto__", "format"]);
+    expect(file.metadata).toEqual(metadata);
+  });
+
   it("pads the header with spaces to a multiple of 8 bytes, as Hugging Face does", () => {
     const bytes = serializeSafetensors([{ name: "x", dtype: "F32", shape: [1], data: new Uint8Array(4) }]);
     const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
