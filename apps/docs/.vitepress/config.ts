@@ -43,6 +43,17 @@ export default defineConfig({
   lastUpdated: false,
   // Never set ignoreDeadLinks: a broken link must fail the build.
   srcExclude: ["README.md"],
+  // One page at a time, so the local search index lists pages in the same order on every build
+  // (with concurrency it follows completion order, and the output differs from run to run).
+  buildConcurrency: 1,
+  markdown: {
+    // Shiki gives up on a line after 500 ms by default and leaves the rest unhighlighted; on a loaded
+    // 2-core machine that made the same page highlight differently from build to build. No limit.
+    shikiSetup(highlighter) {
+      const codeToHtml = highlighter.codeToHtml.bind(highlighter);
+      highlighter.codeToHtml = (code, options) => codeToHtml(code, { ...options, tokenizeTimeLimit: 0 });
+    },
+  },
   themeConfig: {
     nav: [
       { text: "Guide", link: "/guide/getting-started", activeMatch: "^/guide/" },
