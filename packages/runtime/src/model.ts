@@ -43,10 +43,15 @@ class Workspace {
   readonly tensors: Tensor[] = [];
   readonly x: Tensor;
   readonly h: Tensor;
-  readonly q: Tensor;
-  readonly k: Tensor;
-  readonly v: Tensor;
-  readonly attn: Tensor;
+  readonly qFlat: Tensor;
+  readonly kFlat: Tensor;
+  readonly vFlat: Tensor;
+  readonly attnFlat: Tensor;
+  /** Per-head layouts [rows, heads, headDim]; separate storage only when the backend cannot reshape. */
+  readonly q: Tensor | undefined;
+  readonly k: Tensor | undefined;
+  readonly v: Tensor | undefined;
+  readonly attn: Tensor | undefined;
   readonly gate: Tensor;
   readonly up: Tensor;
   readonly act: Tensor;
@@ -57,6 +62,7 @@ class Workspace {
     private readonly backend: Backend,
     config: ModelConfig,
     readonly capacity: number,
+    canReshape: boolean,
   ) {
     const { hiddenSize: d, heads, kvHeads, headDim, intermediateSize: ff } = config;
     const make = (dtype: "f32" | "i32", shape: number[]): Tensor => {
@@ -67,10 +73,16 @@ class Workspace {
     try {
       this.x = make("f32", [capacity, d]);
       this.h = make("f32", [capacity, d]);
-      this.q = make("f32", [capacity, heads, headDim]);
-      this.k = make("f32", [capacity, kvHeads, headDim]);
-      this.v = make("f32", [capacity, kvHeads, headDim]);
-      this.attn = make("f32", [capacity, heads, headDim]);
+      this.qFlat = make("f32", [capacity, heads * headDim]);
+      this.kFlat = make("f32", [capacity, kvHeads * headDim]);
+      this.vFlat = make("f32", [capacity, kvHeads * headDim]);
+      this.attnFlat = make("f32", [capacity, heads * headDim]);
+      if (!canReshape) {
+        this.q = make("f32", [capacity, heads, headDim]);
+        this.k = make("f32", [capacity, kvHeads, headDim]);
+        this.v = make("f32", [capacity, kvHeads, headDim]);
+        this.attn = make("f32", [capacity, heads, headDim]);
+      }
       this.gate = make("f32", [capacity, ff]);
       this.up = make("f32", [capacity, ff]);
       this.act = make("f32", [capacity, ff]);
@@ -90,10 +102,18 @@ class Workspace {
 interface Views {
   x: Tensor;
   h: Tensor;
+  /** Projection outputs and the attention output as matmul sees them: [rows, heads·headDim]. */
+  qFlat: Tensor;
+  kFlat: Tensor;
+  vFlat: Tensor;
+  attnFlat: Tensor;
+  /** The same as rope and attention see them: [rows, heads, headDim]. */
   q: Tensor;
   k: Tensor;
   v: Tensor;
   attn: Tensor;
+  /** Whether q/k/v/attn share storage with their flat twins (else they are copied across). */
+  shared: boolean;
   gate: Tensor;
   up: Tensor;
   act: Tensor;
@@ -132,26 +152,39 @@ export class TransformerModel {
   }
 
   private views(rows: number): Views {
+    const reshape = reshapeOf(this.backend);
     if (this.workspace === undefined || this.workspace.capacity < rows) {
       this.workspace?.dispose();
       this.workspace = undefined;
-      this.workspace = new Workspace(this.backend, this.config, rows);
+      this.workspace = new Workspace(this.backend, this.config, rows, reshape !== undefined);
     }
     const ws = this.workspace;
     const b = this.backend;
-    if (rows === ws.capacity) return ws;
+    const { heads, kvHeads, headDim } = this.config;
+    const take = (t: Tensor): Tensor => (rows === ws.capacity ? t : b.rows(t, 0, rows));
+    const qFlat = take(ws.qFlat);
+    const kFlat = take(ws.kFlat);
+    const vFlat = take(ws.vFlat);
+    const attnFlat = take(ws.attnFlat);
+    const perHead = (flat: Tensor, separate: Tensor | undefined, h: number): Tensor =>
+      reshape !== undefined ? reshape(flat, [rows, h, headDim]) : take(separate!);
     return {
-      x: b.rows(ws.x, 0, rows),
-      h: b.rows(ws.h, 0, rows),
-      q: b.rows(ws.q, 0, rows),
-      k: b.rows(ws.k, 0, rows),
-      v: b.rows(ws.v, 0, rows),
-      attn: b.rows(ws.attn, 0, rows),
-      gate: b.rows(ws.gate, 0, rows),
-      up: b.rows(ws.up, 0, rows),
-      act: b.rows(ws.act, 0, rows),
-      ids: b.rows(ws.ids, 0, rows),
-      positions: b.rows(ws.positions, 0, rows),
+      x: take(ws.x),
+      h: take(ws.h),
+      qFlat,
+      kFlat,
+      vFlat,
+      attnFlat,
+      q: perHead(qFlat, ws.q, heads),
+      k: perHead(kFlat, ws.k, kvHeads),
+      v: perHead(vFlat, ws.v, kvHeads),
+      attn: perHead(attnFlat, ws.attn, heads),
+      shared: reshape !== undefined,
+      gate: take(ws.gate),
+      up: take(ws.up),
+      act: take(ws.act),
+      ids: take(ws.ids),
+      positions: take(ws.positions),
     };
   }
 
@@ -200,6 +233,11 @@ export class TransformerModel {
     }
   }
 
+  /** Same elements, another shape: backend.ts has no reshape, so this goes through the host. */
+  private copy(from: Tensor, to: Tensor): void {
+    this.backend.write(to, this.backend.toHost(from));
+  }
+
   /** The residual stream through every layer; `attend` runs attention of layer `l` from q/k/v into attn. */
   private layers(v: Views, attend: (layer: number, v: Views) => void): void {
     const b = this.backend;
@@ -207,13 +245,19 @@ export class TransformerModel {
     for (let l = 0; l < this.weights.layers.length; l++) {
       const w = this.weights.layers[l]!;
       b.rmsNorm(v.h, v.x, w.inputNorm, eps);
-      b.matmul(v.q, v.h, w.q, w.qBias);
-      b.matmul(v.k, v.h, w.k, w.kBias);
-      b.matmul(v.v, v.h, w.v, w.vBias);
+      b.matmul(v.qFlat, v.h, w.q, w.qBias);
+      b.matmul(v.kFlat, v.h, w.k, w.kBias);
+      b.matmul(v.vFlat, v.h, w.v, w.vBias);
+      if (!v.shared) {
+        this.copy(v.qFlat, v.q);
+        this.copy(v.kFlat, v.k);
+        this.copy(v.vFlat, v.v);
+      }
       b.rope(v.q, v.positions, this.invFreq, 1);
       b.rope(v.k, v.positions, this.invFreq, 1);
       attend(l, v);
-      b.matmul(v.h, v.attn, w.o, w.oBias);
+      if (!v.shared) this.copy(v.attn, v.attnFlat);
+      b.matmul(v.h, v.attnFlat, w.o, w.oBias);
       b.add(v.x, v.x, v.h);
       b.rmsNorm(v.h, v.x, w.postNorm, eps);
       b.matmul(v.gate, v.h, w.gate, w.gateBias);
@@ -388,6 +432,18 @@ export class TransformerModel {
     for (const t of this.weights.all) this.backend.free(t);
     this.cache.dispose();
   }
+}
+
+/**
+ * A backend's `reshape(t, shape)` (a view of the same elements with another shape), if it has one. backend.ts
+ * does not list it: without it, matmul outputs [rows, heads·headDim] are copied into [rows, heads, headDim]
+ * tensors for rope and attention (and back for o_proj), which is correct but costs a host round trip.
+ */
+type Reshape = (t: Tensor, shape: readonly number[]) => Tensor;
+
+function reshapeOf(backend: Backend): Reshape | undefined {
+  const candidate = (backend as Backend & { reshape?: unknown }).reshape;
+  return typeof candidate === "function" ? (candidate.bind(backend) as Reshape) : undefined;
 }
 
 function masksOf(plan: MoaPlan, mode: MaskMode): MoaMask[] {
