@@ -20,6 +20,10 @@ export function spanAt(rule: ElasticRule, n: number): number {
 /**
  * DESIGN.md: Definitions — the span counted in whole blocks,
  * `nb = max(1, floor(S(n) / B))`, including the diagonal block.
+ *
+ * Computed in float64. Where `alpha + beta·n` lands within rounding of a multiple of `B`,
+ * float32 (or a different operation order) can floor to another block, so kernels and
+ * caches should take `nb` from here as an integer rather than recompute it from the rule.
  */
 export function spanBlocks(rule: ElasticRule, n: number, blockSize: number = BLOCK_SIZE): number {
   return Math.max(1, Math.floor(spanAt(rule, n) / blockSize));
