@@ -5,7 +5,7 @@
     "moa_with_cuda%": 0,
     "moa_nvcc%": "nvcc",
     "moa_cuda_lib_dir%": "",
-    "moa_cflags": ["-O3", "-std=c++17", "-fexceptions", "-fPIC", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    "moa_cflags": ["-O3", "-std=c++17", "-fexceptions", "-fPIC", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-psabi"],
   },
   "target_defaults": {
     "include_dirs": ["src", "<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -6,9 +6,11 @@
 // is compiled three times (portable SSE baseline, AVX2+FMA, AVX-512) and the best one for the CPU is picked
 // at run time, so the binary stays portable. Small m (decode) takes a dot-product path without packing.
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "cpu/ops.h"
+#include "cpu/simd.h"
 
 namespace moa::cpu {
 namespace {
@@ -16,8 +18,6 @@ namespace {
 constexpr int64_t kNR = 16;   // columns per micro-tile (packed panel width)
 constexpr int64_t kNC = 64;   // columns per task
 constexpr int64_t kKC = 256;  // depth per packed panel
-
-#define MOA_INLINE inline __attribute__((always_inline))
 
 // Widens w[n0 + j, k0 .. k0 + kc) for j < nc into panel[(j / kNR) · kc · kNR + p · kNR + j % kNR],
 // zero-padding the columns up to a multiple of kNR.
@@ -37,28 +37,26 @@ void packPanel(const void* w, DType type, int64_t k, int64_t n0, int64_t nc, int
   }
 }
 
-// acc[MR][kNR] = x[MR rows, kc] · panel group; then out (+)= acc for the first `cols` columns.
+static_assert(kNR == 16, "a micro-tile row is one Vec16");
+
+// acc[MR] = x[MR rows, kc] · panel group (kc × kNR); then out (+)= acc for the first `cols` columns.
 template <int MR>
 MOA_INLINE void microKernel(const float* x, int64_t ldx, const float* panel, int64_t kc, float* out, int64_t ldo,
                             int64_t cols, bool accumulate) {
-  float acc[MR][kNR] = {};
+  Vec16 acc[MR];
+  for (int r = 0; r < MR; ++r) acc[r] = Vec16{};
   for (int64_t p = 0; p < kc; ++p) {
-    const float* b = panel + p * kNR;
-    for (int r = 0; r < MR; ++r) {
-      const float a = x[r * ldx + p];
-      for (int c = 0; c < kNR; ++c) acc[r][c] += a * b[c];
-    }
+    const Vec16 b = load16(panel + p * kNR);
+    for (int r = 0; r < MR; ++r) acc[r] += x[r * ldx + p] * b;
   }
   for (int r = 0; r < MR; ++r) {
     float* o = out + r * ldo;
     if (cols == kNR) {
-      if (accumulate) {
-        for (int c = 0; c < kNR; ++c) o[c] += acc[r][c];
-      } else {
-        for (int c = 0; c < kNR; ++c) o[c] = acc[r][c];
-      }
+      store16(o, accumulate ? acc[r] + load16(o) : acc[r]);
     } else {
-      for (int64_t c = 0; c < cols; ++c) o[c] = accumulate ? o[c] + acc[r][c] : acc[r][c];
+      float lanes[kNR];
+      std::memcpy(lanes, &acc[r], sizeof lanes);
+      for (int64_t c = 0; c < cols; ++c) o[c] = accumulate ? o[c] + lanes[c] : lanes[c];
     }
   }
 }
@@ -163,40 +161,29 @@ MOA_INLINE void dotDispatch(const DotJob& job, int64_t j0, int64_t j1) {
 void panelPortable(const PanelJob& job) { panelBody<2>(job); }
 void dotPortable(const DotJob& job, int64_t j0, int64_t j1) { dotDispatch(job, j0, j1); }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define MOA_HAVE_X86_DISPATCH 1
-__attribute__((target("avx2,fma"))) void panelAvx2(const PanelJob& job) { panelBody<4>(job); }
-__attribute__((target("avx2,fma"))) void dotAvx2(const DotJob& job, int64_t j0, int64_t j1) {
-  dotDispatch(job, j0, j1);
-}
-__attribute__((target("avx512f,avx512vl,avx2,fma,prefer-vector-width=512"))) void panelAvx512(const PanelJob& job) {
-  panelBody<8>(job);
-}
+#ifdef MOA_X86_DISPATCH
+MOA_TARGET_AVX2 void panelAvx2(const PanelJob& job) { panelBody<4>(job); }
+MOA_TARGET_AVX2 void dotAvx2(const DotJob& job, int64_t j0, int64_t j1) { dotDispatch(job, j0, j1); }
+MOA_TARGET_AVX512 void panelAvx512(const PanelJob& job) { panelBody<8>(job); }
 #endif
-
-using PanelFn = void (*)(const PanelJob&);
-using DotFn = void (*)(const DotJob&, int64_t, int64_t);
 
 struct Kernels {
-  PanelFn panel = panelPortable;
-  DotFn dot = dotPortable;
+  void (*panel)(const PanelJob&) = panelPortable;
+  void (*dot)(const DotJob&, int64_t, int64_t) = dotPortable;
 };
 
-Kernels selectKernels() {
-  Kernels kernels;
-#ifdef MOA_HAVE_X86_DISPATCH
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    kernels.panel = panelAvx2;
-    kernels.dot = dotAvx2;
-  }
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) kernels.panel = panelAvx512;
-#endif
-  return kernels;
-}
-
 const Kernels& kernels() {
-  static const Kernels selected = selectKernels();
+  static const Kernels selected = [] {
+    Kernels k;
+#ifdef MOA_X86_DISPATCH
+    if (bestIsa() != Isa::Portable) {
+      k.panel = panelAvx2;
+      k.dot = dotAvx2;
+    }
+    if (bestIsa() == Isa::Avx512) k.panel = panelAvx512;
+#endif
+    return k;
+  }();
   return selected;
 }
 
