@@ -16,7 +16,7 @@ import {
 import { type ModelConfig, readModelConfig } from "./config.js";
 import { KvCache } from "./kv-cache.js";
 import { type ContextLimit, type MaskMode, TransformerModel } from "./model.js";
-import { readCheckpoint } from "./safetensors-reader.js";
+import { openCheckpoint } from "./safetensors-reader.js";
 import { type EncodeOptions, TextTokenizer } from "./tokenizer.js";
 import { uploadWeights } from "./weights.js";
 
@@ -137,6 +137,17 @@ function contextLimit(config: ModelConfig, maxLength: number | undefined): Conte
   return { length: maxLength, source: "loadModel", field: "maxLength" };
 }
 
+function loadNamedBackend(name: "cpu" | "cuda" | undefined): Backend {
+  try {
+    return loadBackend(name);
+  } catch (error) {
+    throw new MoaError("E_BACKEND", (error as Error).message, {
+      source: "@moa/kernels-cuda",
+      field: "backend",
+    });
+  }
+}
+
 /**
  * Loads a checkpoint directory: `config.json` (+ `generation_config.json`), `tokenizer.json`
  * (+ `tokenizer_config.json`, chat template), `model.safetensors` or a sharded index.
@@ -159,10 +170,9 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   }
   const tokenizer = await TextTokenizer.fromDir(dir);
   const chatTemplate = await readChatTemplate(dir, tokenizer.tokenizerConfig);
-  const checkpoint = await readCheckpoint(dir);
-  const backend =
-    typeof options.backend === "object" ? options.backend : await loadBackend(options.backend ?? "auto");
-  const weights = uploadWeights(backend, config, checkpoint);
+  const checkpoint = await openCheckpoint(dir);
+  const backend = typeof options.backend === "object" ? options.backend : loadNamedBackend(options.backend);
+  const weights = await uploadWeights(backend, config, checkpoint);
   let cache: KvCache | undefined;
   try {
     cache = new KvCache(backend, config, { maxLength: limit.length, slots, plan });

@@ -4,7 +4,7 @@
  * ArrayBuffer. Tensors are views into that buffer (no second copy through the JS heap); the backend copies
  * them into its own storage when the weights are uploaded.
  */
-import { open, readFile, stat } from "node:fs/promises";
+import { type FileHandle, open, readFile, stat } from "node:fs/promises";
 import { isAbsolute, join, normalize } from "node:path";
 import {
   DTYPE_SIZES,
@@ -16,29 +16,56 @@ import {
 
 export const E_CHECKPOINT = "E_CHECKPOINT";
 
-/** One tensor of a checkpoint, its bytes a view into the data section of the file it came from. */
-export interface CheckpointTensor {
+/** Where a tensor lives: its file and absolute byte range there, from the file's header. */
+export interface TensorInfo {
   readonly name: string;
   readonly dtype: SafetensorsDtype;
   readonly shape: readonly number[];
-  /** The file it was read from (as passed to the reader), for error messages. */
+  /** The file it is in (as passed to the reader), for error messages. */
   readonly file: string;
+  /** Absolute byte offsets in the file. */
+  readonly begin: number;
+  readonly end: number;
+}
+
+/** One tensor with its bytes: a view into the data section of the file it came from. */
+export interface CheckpointTensor extends TensorInfo {
   /** Exactly the tensor's bytes. */
   readonly bytes: Uint8Array;
 }
 
+/** A validated safetensors header (read with two small reads; no tensor data). */
+export interface SafetensorsHeader {
+  readonly file: string;
+  /** File size when the header was read. */
+  readonly size: number;
+  /** Absolute offset of the data section. */
+  readonly dataStart: number;
+  /** `__metadata__` (`{}` when absent). */
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly tensors: ReadonlyMap<string, TensorInfo>;
+}
+
 export interface SafetensorsContents {
   readonly file: string;
-  /** `__metadata__` of the header (`{}` when absent). */
   readonly metadata: Readonly<Record<string, string>>;
   readonly tensors: ReadonlyMap<string, CheckpointTensor>;
 }
 
+/** The headers of a checkpoint's files: enough to validate it against its config before reading data. */
+export interface CheckpointIndex {
+  readonly dir: string;
+  /** One header per safetensors file, in the order they are read. */
+  readonly files: readonly SafetensorsHeader[];
+  /** The index file for sharded checkpoints. */
+  readonly index?: string;
+  /** Every tensor, from the file the index (or the single file) assigns it. */
+  readonly tensors: ReadonlyMap<string, TensorInfo>;
+}
+
 export interface Checkpoint {
   readonly dir: string;
-  /** The safetensors files read, in the order read. */
   readonly files: readonly string[];
-  /** The index file for sharded checkpoints. */
   readonly index?: string;
   readonly tensors: ReadonlyMap<string, CheckpointTensor>;
 }
@@ -53,12 +80,8 @@ export function floatDtype(dtype: SafetensorsDtype): FloatDtype | undefined {
   return FLOAT_DTYPES[dtype];
 }
 
-/**
- * The tensor's elements as a typed array: Uint16Array of raw bits for bf16/f16, Float32Array for f32.
- * A view when the tensor's offset is aligned to its element size (always, for files written by Hugging Face);
- * an aligned copy otherwise. Other dtypes are rejected with the file and tensor named.
- */
-export function tensorElements(tensor: CheckpointTensor): Uint16Array | Float32Array {
+/** Throws, naming the file and tensor, unless the tensor is bf16, f16 or f32. */
+export function checkFloatDtype(tensor: TensorInfo): FloatDtype {
   const dtype = floatDtype(tensor.dtype);
   if (dtype === undefined) {
     throw new MoaError(
@@ -67,6 +90,17 @@ export function tensorElements(tensor: CheckpointTensor): Uint16Array | Float32A
       { source: tensor.file, field: `${tensor.name}.dtype` },
     );
   }
+  return dtype;
+}
+
+/**
+ * The tensor's elements as a typed array: Uint16Array of raw bits for bf16/f16, Float32Array for f32.
+ * A view when the tensor's offset is aligned to its element size (always, for files written by Hugging Face);
+ * an aligned copy otherwise. Other dtypes are rejected with the file and tensor named.
+ */
+export function tensorElements(tensor: CheckpointTensor): Uint16Array | Float32Array {
+  checkFloatDtype(tensor);
+  const dtype = floatDtype(tensor.dtype)!;
   const size = DTYPE_SIZES[tensor.dtype];
   let bytes = tensor.bytes;
   if (bytes.byteOffset % size !== 0) bytes = bytes.slice();
@@ -78,7 +112,7 @@ export function tensorElements(tensor: CheckpointTensor): Uint16Array | Float32A
 
 /** Reads `length` bytes at `position` into `target`, looping over short reads; fails if the file ends early. */
 async function readExactly(
-  handle: import("node:fs/promises").FileHandle,
+  handle: FileHandle,
   target: Uint8Array,
   position: number,
   file: string,
@@ -108,11 +142,11 @@ function asMoaError(error: unknown, file: string, field: string): MoaError {
 }
 
 /**
- * Reads one safetensors file: header validated by @moa/core (length within the file, known dtypes,
- * offsets inside the data section and not overlapping, byte counts matching shapes), data read once.
+ * Reads and validates a safetensors header: 8 bytes of length, then the JSON, checked by @moa/core (length
+ * within the file, known dtypes, offsets inside the data section and not overlapping, sizes matching shapes).
  */
-export async function readSafetensors(file: string): Promise<SafetensorsContents> {
-  let handle: import("node:fs/promises").FileHandle | undefined;
+export async function readSafetensorsHeader(file: string): Promise<SafetensorsHeader> {
+  let handle: FileHandle | undefined;
   try {
     handle = await open(file, "r");
     const { size } = await handle.stat();
@@ -122,25 +156,65 @@ export async function readSafetensors(file: string): Promise<SafetensorsContents
     const headerBytes = new Uint8Array(headerLength);
     await readExactly(handle, headerBytes, 8, file, "header");
     const parsed = parseSafetensorsHeader(headerBytes, size, file);
-
-    const data = new Uint8Array(size - parsed.dataStart);
-    await readExactly(handle, data, parsed.dataStart, file, "data");
-    const tensors = new Map<string, CheckpointTensor>();
+    const tensors = new Map<string, TensorInfo>();
     for (const [name, entry] of parsed.tensors) {
       tensors.set(name, {
         name,
         dtype: entry.dtype,
         shape: entry.shape,
         file,
-        bytes: data.subarray(entry.begin - parsed.dataStart, entry.end - parsed.dataStart),
+        begin: entry.begin,
+        end: entry.end,
       });
     }
-    return { file, metadata: parsed.metadata, tensors };
+    return { file, size, dataStart: parsed.dataStart, metadata: parsed.metadata, tensors };
   } catch (error) {
     throw asMoaError(error, file, "file");
   } finally {
     await handle?.close();
   }
+}
+
+/** Reads a file's whole data section into one fresh buffer (offset 0, so aligned tensors view it in place). */
+export async function readSafetensorsData(header: SafetensorsHeader): Promise<Uint8Array> {
+  const { file } = header;
+  let handle: FileHandle | undefined;
+  try {
+    handle = await open(file, "r");
+    const { size } = await handle.stat();
+    if (size !== header.size) {
+      throw new MoaError(
+        E_CHECKPOINT,
+        `${file}: file size = ${size}: changed since its header was read (${header.size} bytes)`,
+        { source: file, field: "file size" },
+      );
+    }
+    const data = new Uint8Array(size - header.dataStart);
+    await readExactly(handle, data, header.dataStart, file, "data");
+    return data;
+  } catch (error) {
+    throw asMoaError(error, file, "data");
+  } finally {
+    await handle?.close();
+  }
+}
+
+/** A tensor's bytes as a view into its file's data section (as returned by readSafetensorsData). */
+export function tensorWithBytes(
+  info: TensorInfo,
+  header: SafetensorsHeader,
+  data: Uint8Array,
+): CheckpointTensor {
+  return { ...info, bytes: data.subarray(info.begin - header.dataStart, info.end - header.dataStart) };
+}
+
+/** Reads one safetensors file: the header, then the data section in one read; tensors are views into it. */
+export async function readSafetensors(file: string): Promise<SafetensorsContents> {
+  const header = await readSafetensorsHeader(file);
+  const data = await readSafetensorsData(header);
+  const tensors = new Map<string, CheckpointTensor>();
+  for (const [name, info] of header.tensors) tensors.set(name, tensorWithBytes(info, header, data));
+  return { file, metadata: header.metadata, tensors };
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -184,10 +258,10 @@ export function parseShardIndex(json: unknown, source: string): Map<string, stri
 }
 
 /**
- * Reads every tensor of a checkpoint directory: `model.safetensors`, or the shards of
- * `model.safetensors.index.json` (each shard read once; every tensor the index names must be in its shard).
+ * Reads the headers of a checkpoint directory: `model.safetensors`, or every shard of
+ * `model.safetensors.index.json` (each tensor the index names must be in its shard). No tensor data is read.
  */
-export async function readCheckpoint(dir: string): Promise<Checkpoint> {
+export async function openCheckpoint(dir: string): Promise<CheckpointIndex> {
   const indexPath = join(dir, INDEX_FILE);
   const singlePath = join(dir, SINGLE_FILE);
   if (await exists(indexPath)) {
@@ -198,9 +272,8 @@ export async function readCheckpoint(dir: string): Promise<Checkpoint> {
       throw asMoaError(error, indexPath, "(root)");
     }
     const weightMap = parseShardIndex(json, indexPath);
-    const shards = [...new Set(weightMap.values())];
-    const contents = new Map<string, SafetensorsContents>();
-    for (const shard of shards) {
+    const headers = new Map<string, SafetensorsHeader>();
+    for (const shard of new Set(weightMap.values())) {
       const path = join(dir, shard);
       if (!(await exists(path))) {
         const first = [...weightMap].find(([, s]) => s === shard)![0];
@@ -210,11 +283,11 @@ export async function readCheckpoint(dir: string): Promise<Checkpoint> {
           { source: indexPath, field: `weight_map.${first}` },
         );
       }
-      contents.set(shard, await readSafetensors(path));
+      headers.set(shard, await readSafetensorsHeader(path));
     }
-    const tensors = new Map<string, CheckpointTensor>();
+    const tensors = new Map<string, TensorInfo>();
     for (const [name, shard] of weightMap) {
-      const tensor = contents.get(shard)!.tensors.get(name);
+      const tensor = headers.get(shard)!.tensors.get(name);
       if (tensor === undefined) {
         throw new MoaError(
           E_CHECKPOINT,
@@ -224,15 +297,33 @@ export async function readCheckpoint(dir: string): Promise<Checkpoint> {
       }
       tensors.set(name, tensor);
     }
-    return { dir, files: shards.map((s) => join(dir, s)), index: indexPath, tensors };
+    return { dir, files: [...headers.values()], index: indexPath, tensors };
   }
   if (await exists(singlePath)) {
-    const contents = await readSafetensors(singlePath);
-    return { dir, files: [singlePath], tensors: contents.tensors };
+    const header = await readSafetensorsHeader(singlePath);
+    return { dir, files: [header], tensors: header.tensors };
   }
   throw new MoaError(
     E_CHECKPOINT,
     `${dir}: neither ${SINGLE_FILE} nor ${INDEX_FILE} found: not a Hugging Face safetensors checkpoint`,
     { source: dir, field: SINGLE_FILE },
   );
+}
+
+/** Reads a whole checkpoint into memory: every file once, tensors as views (for tools that need all of it). */
+export async function readCheckpoint(dir: string): Promise<Checkpoint> {
+  const opened = await openCheckpoint(dir);
+  const tensors = new Map<string, CheckpointTensor>();
+  for (const header of opened.files) {
+    const data = await readSafetensorsData(header);
+    for (const [name, info] of opened.tensors) {
+      if (info.file === header.file) tensors.set(name, tensorWithBytes(info, header, data));
+    }
+  }
+  return {
+    dir,
+    files: opened.files.map((h) => h.file),
+    ...(opened.index !== undefined ? { index: opened.index } : {}),
+    tensors,
+  };
 }

@@ -8,11 +8,13 @@ import { MoaError } from "@moa/core";
 import type { Backend, DType, Tensor } from "@moa/kernels-cuda";
 import type { ModelConfig } from "./config.js";
 import {
-  type Checkpoint,
+  type CheckpointIndex,
   type CheckpointTensor,
+  checkFloatDtype,
   E_CHECKPOINT,
-  floatDtype,
+  readSafetensorsData,
   tensorElements,
+  tensorWithBytes,
 } from "./safetensors-reader.js";
 
 export interface LayerWeights {
@@ -127,15 +129,15 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-function checkpointName(checkpoint: Checkpoint): string {
-  return checkpoint.index ?? checkpoint.files[0] ?? checkpoint.dir;
+function checkpointName(checkpoint: CheckpointIndex): string {
+  return checkpoint.index ?? checkpoint.files[0]?.file ?? checkpoint.dir;
 }
 
 /**
  * Checks every tensor the config implies against the checkpoint, before anything is uploaded:
  * missing tensors, shapes that contradict config.json, dtypes other than bf16/f16/f32.
  */
-export function validateCheckpoint(config: ModelConfig, checkpoint: Checkpoint): void {
+export function validateCheckpoint(config: ModelConfig, checkpoint: CheckpointIndex): void {
   for (const expected of expectedTensors(config)) {
     const tensor = checkpoint.tensors.get(expected.name);
     if (tensor === undefined) {
@@ -154,7 +156,7 @@ export function validateCheckpoint(config: ModelConfig, checkpoint: Checkpoint):
         { source: tensor.file, field: `${expected.name}.shape` },
       );
     }
-    if (floatDtype(tensor.dtype) === undefined) tensorElements(tensor);
+    checkFloatDtype(tensor);
   }
 }
 
@@ -181,23 +183,33 @@ export function halfToFloat(h: number): number {
   return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
 }
 
-/** Validates the checkpoint against the config, then uploads every tensor to the backend. */
-export function uploadWeights(backend: Backend, config: ModelConfig, checkpoint: Checkpoint): ModelWeights {
+/**
+ * Validates the checkpoint's headers against the config, then reads the files one at a time (each in one read)
+ * and uploads their tensors, so at most one file's data is held besides what the backend already has.
+ */
+export async function uploadWeights(
+  backend: Backend,
+  config: ModelConfig,
+  checkpoint: CheckpointIndex,
+): Promise<ModelWeights> {
   validateCheckpoint(config, checkpoint);
+  const expected = expectedTensors(config);
   const all: Tensor[] = [];
   const byName = new Map<string, Tensor>();
   try {
-    for (const expected of expectedTensors(config)) {
-      const tensor = checkpoint.tensors.get(expected.name)!;
-      let uploaded: Tensor;
-      if (expected.kind === "vector") {
-        uploaded = backend.fromHost("f32", expected.shape, widenToF32(tensor));
-      } else {
-        const dtype: DType = floatDtype(tensor.dtype)!;
-        uploaded = backend.fromHost(dtype, expected.shape, tensorElements(tensor));
+    for (const header of checkpoint.files) {
+      const wanted = expected.filter((e) => checkpoint.tensors.get(e.name)!.file === header.file);
+      if (wanted.length === 0) continue;
+      const data = await readSafetensorsData(header);
+      for (const e of wanted) {
+        const tensor = tensorWithBytes(checkpoint.tensors.get(e.name)!, header, data);
+        const uploaded =
+          e.kind === "vector"
+            ? backend.fromHost("f32", e.shape, widenToF32(tensor))
+            : backend.fromHost(checkFloatDtype(tensor) as DType, e.shape, tensorElements(tensor));
+        all.push(uploaded);
+        byName.set(e.name, uploaded);
       }
-      all.push(uploaded);
-      byName.set(expected.name, uploaded);
     }
   } catch (error) {
     for (const t of all) backend.free(t);

@@ -4,7 +4,14 @@ import { join } from "node:path";
 import { DTYPE_SIZES, MoaError, serializeSafetensors } from "@moa/core";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { readCheckpoint, readSafetensors, tensorElements } from "../src/safetensors-reader.js";
+import {
+  openCheckpoint,
+  readCheckpoint,
+  readSafetensors,
+  readSafetensorsData,
+  readSafetensorsHeader,
+  tensorElements,
+} from "../src/safetensors-reader.js";
 import { fixtureDir } from "./fixtures.js";
 
 const scratch = mkdtempSync(join(tmpdir(), "moa-safetensors-"));
@@ -236,6 +243,28 @@ describe("readCheckpoint", () => {
     for (const [name, tensor] of checkpoint.tensors) {
       expect(tensor.file).toBe(join(fixtureDir("moa-tiny"), index.weight_map[name]));
     }
+  });
+
+  it("opens a checkpoint from its headers alone, then reads each file's data in one piece", async () => {
+    const opened = await openCheckpoint(fixtureDir("moa-tiny"));
+    expect(opened.files).toHaveLength(3);
+    const embed = opened.tensors.get("model.embed_tokens.weight")!;
+    expect(embed).not.toHaveProperty("bytes");
+    const header = opened.files.find((h) => h.file === embed.file)!;
+    const data = await readSafetensorsData(header);
+    expect(data.byteOffset).toBe(0);
+    expect(data.byteLength).toBe(header.size - header.dataStart);
+  });
+
+  it("refuses data whose file changed size since its header was read", async () => {
+    const file = writeTemp(
+      serializeSafetensors([{ name: "w", dtype: "F32", shape: [2], data: new Uint8Array(8) }]),
+    );
+    const header = await readSafetensorsHeader(file);
+    writeFileSync(file, new Uint8Array(header.size + 8));
+    const error = await rejection(readSafetensorsData(header));
+    expect(error.message).toContain(file);
+    expect(error.field).toBe("file size");
   });
 
   it("reads a single-file checkpoint", async () => {
