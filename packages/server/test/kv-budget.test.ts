@@ -1,0 +1,58 @@
+import { planKvBytes } from "@moa/core";
+import { loadModel, readModelConfig } from "@moa/runtime";
+import { describe, expect, it } from "vitest";
+import { KV_CACHE_ELEMENT_BYTES, kvBudget, sequenceKvBytes } from "../src/index.js";
+import { MOA_NANO, nanoPlan } from "./helpers.js";
+
+describe("KV budget", () => {
+  it("sequenceKvBytes equals what the runtime's KvCache allocates per slot, with a plan and dense", async () => {
+    const config = await readModelConfig(MOA_NANO);
+    const plan = await nanoPlan();
+    for (const maxLength of [64, 200, 256, 1000]) {
+      for (const p of [plan, undefined]) {
+        const model = await loadModel(MOA_NANO, {
+          backend: "cpu",
+          maxLength,
+          slots: 3,
+          ...(p ? { plan: p } : {}),
+        });
+        try {
+          expect(sequenceKvBytes(config.shape(), p, maxLength)).toBe(model.cache.slotBytes());
+          expect(model.cache.cacheBytes()).toBe(3 * model.cache.slotBytes());
+          expect(model.cache.elementBytes).toBe(KV_CACHE_ELEMENT_BYTES);
+        } finally {
+          model.dispose();
+        }
+      }
+    }
+  });
+
+  it("a MoA plan's per-sequence bytes are planKvBytes at the max length, below a dense cache's", async () => {
+    const config = await readModelConfig(MOA_NANO);
+    const plan = await nanoPlan();
+    const withPlan = sequenceKvBytes(config.shape(), plan, 1000);
+    expect(withPlan).toBe(planKvBytes(plan, 1000, { bytesPerElement: 4 }));
+    expect(withPlan).toBeLessThan(sequenceKvBytes(config.shape(), undefined, 1000));
+  });
+
+  it("admits ⌊budget / sequence bytes⌋ sequences, capped by maxBatch", () => {
+    expect(kvBudget(1000, 8)).toEqual({
+      budgetBytes: 8000,
+      sequenceBytes: 1000,
+      slots: 8,
+      capacityBytes: 8000,
+    });
+    expect(kvBudget(1000, 8, 3500)).toEqual({
+      budgetBytes: 3500,
+      sequenceBytes: 1000,
+      slots: 3,
+      capacityBytes: 3000,
+    });
+    expect(kvBudget(1000, 2, 1_000_000).slots).toBe(2);
+  });
+
+  it("refuses a budget below one sequence, naming the bytes one needs", () => {
+    expect(() => kvBudget(1000, 8, 999)).toThrow(/less than one sequence needs \(1000 bytes/);
+    expect(() => kvBudget(1000, 0)).toThrow(/maxBatch/);
+  });
+});
