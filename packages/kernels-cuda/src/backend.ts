@@ -3,6 +3,10 @@
  * the C++ CPU reference (always built) and CUDA (built when nvcc is present, used only when a GPU is there).
  * Tensors are opaque handles owned by a backend; every op writes into a preallocated `out`, so a forward
  * pass allocates nothing per token. Row-major layouts, shapes listed outermost first.
+ *
+ * Dtypes: activations, outputs and KV caches are f32; weights (matmul w and bias, embedding table, RMSNorm
+ * weight) may be f32, bf16 or f16 and are widened on the fly; ids and positions are i32. Every op checks its
+ * arguments and throws an Error naming the op and the tensors' dtypes and shapes.
  */
 
 export type DType = "f32" | "bf16" | "f16" | "i32";
@@ -59,7 +63,8 @@ export interface Backend {
 
   /** Zero-initialised tensor. */
   empty(dtype: DType, shape: readonly number[]): Tensor;
-  /** Copy host data (element type must match dtype; bf16/f16 as Uint16Array or raw bytes) into a new tensor. */
+  /** Copy host data (element type must match dtype; bf16/f16 as Uint16Array; any dtype as raw bytes in a
+   *  Uint8Array) into a new tensor. */
   fromHost(dtype: DType, shape: readonly number[], data: HostArray): Tensor;
   /** Copy a tensor back to the host (f32 → Float32Array, i32 → Int32Array, bf16/f16 → Uint16Array). */
   toHost(t: Tensor): HostArray;
@@ -67,6 +72,8 @@ export interface Backend {
   write(t: Tensor, data: HostArray, elementOffset?: number): void;
   /** A view of rows [rowStart, rowStart+rows) of a tensor's first dimension, sharing storage. */
   rows(t: Tensor, rowStart: number, rows: number): Tensor;
+  /** Release a tensor's storage (idempotent). Freeing a view only retires the view; after freeing the owner,
+   *  the owner and all its views are refused by every op. */
   free(t: Tensor): void;
   synchronize(): void;
 
@@ -77,7 +84,8 @@ export interface Backend {
   /** out[t,d] = x / sqrt(mean(x²) + eps) · weight. */
   rmsNorm(out: Tensor, x: Tensor, weight: Tensor, eps: number): void;
   /** In place on x[t, heads, headDim]: Hugging Face rotate-half RoPE with inverse frequencies invFreq[headDim/2]
-   *  (llama3 scaling is folded into invFreq by the caller) and cos/sin multiplied by attentionScale. */
+   *  (llama3 scaling is folded into invFreq by the caller) and cos/sin multiplied by attentionScale.
+   *  A shorter invFreq[r] (partial rotary) rotates the first 2r dims of each head and leaves the rest. */
   rope(x: Tensor, positions: Tensor, invFreq: Tensor, attentionScale: number): void;
   /** out = silu(gate) · up, elementwise. */
   siluMul(out: Tensor, gate: Tensor, up: Tensor): void;
@@ -88,7 +96,8 @@ export interface Backend {
 
   /**
    * Causal self-attention over packed variable-length sequences (prefill from position 0).
-   * q[T, Hq, D], k/v[T, Hkv, D], out[T, Hq, D]; cuSeqlens i32 [B+1] (host array) gives each sequence's rows.
+   * q[T, Hq, D], k/v[T, Hkv, D], out[T, Hq, D]; cuSeqlens i32 [B+1] (host array, 0 … T, non-decreasing)
+   * gives each sequence's rows.
    * GQA: query head h reads KV head floor(h / (Hq/Hkv)). mask undefined = dense causal.
    */
   attentionPrefill(
@@ -107,7 +116,9 @@ export interface Backend {
   /**
    * One new query per sequence: q[B, Hq, D] → out[B, Hq, D], attending the cached tokens of slots[b] with
    * seqLens[b] tokens (the new token included, already appended). mask undefined = every cached token;
-   * otherwise mode "window" per query head.
+   * otherwise mode "window" per query head (mask.sinkTokens must equal cache.sinkTokens). Only entries that
+   * still hold their token are read: the sink and the last ringCap positions, so a window wider than the
+   * ring sees the cached part of it.
    */
   attentionDecode(
     out: Tensor,
