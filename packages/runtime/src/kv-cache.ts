@@ -28,7 +28,8 @@ export interface KvCacheOptions {
 
 /**
  * Ring capacity of each KV head of one layer: `min(maxLength − G, max over its query heads of nb(maxLength)·B)`
- * for a plan (nb grows with the length for beta ≥ 0, so the window at every earlier length fits), or
+ * for a plan (nb grows with the length for beta ≥ 0, so the window at every earlier length fits; for rules
+ * exact in float32, as every grid rule is, this is `kvHeadTokens(plan, layer, g, maxLength) − G`), or
  * `maxLength` with no sink for a dense cache.
  */
 export function ringCapacities(
@@ -48,7 +49,15 @@ export function ringCapacities(
   for (let g = 0; g < shape.kvHeads; g++) {
     let widest = 0;
     for (let h = g * group; h < (g + 1) * group; h++) {
-      widest = Math.max(widest, spanBlocks(rules[h]!, maxLength, plan.blockSize) * plan.blockSize);
+      const rule = rules[h]!;
+      // The kernels get alpha/beta as float32 (MoaMask); for a rule that float32 cannot hold exactly, nb can
+      // floor to another block at a boundary, so the ring fits the wider of the two readings.
+      const asKernel = { alpha: Math.fround(rule.alpha), beta: Math.fround(rule.beta) };
+      const blocks = Math.max(
+        spanBlocks(rule, maxLength, plan.blockSize),
+        spanBlocks(asKernel, maxLength, plan.blockSize),
+      );
+      widest = Math.max(widest, blocks * plan.blockSize);
     }
     ringCap[g] = Math.min(available, widest);
   }

@@ -16,6 +16,9 @@ import type { ModelWeights } from "./weights.js";
 
 export const E_CONTEXT = "E_CONTEXT";
 
+/** Rows of logits computed per lm_head call when every position's logits are wanted. */
+const LOGIT_CHUNK = 256;
+
 export type MaskMode = "block" | "window";
 
 export interface PrefillSequence {
@@ -335,10 +338,15 @@ export class TransformerModel {
     for (const seq of sequences) cache.setLength(seq.slot, seq.tokens.length);
 
     if (options.logits === "all") {
-      const logits = this.logitRows(total);
-      b.matmul(logits, v.h, this.weights.lmHead);
-      const host = b.toHost(logits) as Float32Array;
+      // lm_head in chunks of rows, so the backend never holds more than LOGIT_CHUNK × vocab logits at once.
       const vocab = this.config.vocabSize;
+      const host = new Float32Array(total * vocab);
+      for (let start = 0; start < total; start += LOGIT_CHUNK) {
+        const count = Math.min(LOGIT_CHUNK, total - start);
+        const logits = this.logitRows(count);
+        b.matmul(logits, b.rows(v.h, start, count), this.weights.lmHead);
+        host.set(b.toHost(logits) as Float32Array, start * vocab);
+      }
       return sequences.map((_, i) => host.subarray(cuSeqlens[i]! * vocab, cuSeqlens[i + 1]! * vocab));
     }
     const logits = this.logitRows(1);

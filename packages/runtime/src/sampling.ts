@@ -95,6 +95,9 @@ export function samplingOptionsProblem(options: SamplingOptions): string | undef
   return undefined;
 }
 
+/** Logits this far below the best (in units of the temperature) are never drawn: e^-40 ≈ 4e-18. */
+const TAIL_MARGIN = 40;
+
 /** Draws tokens from logit rows. One sampler per sequence keeps each sequence's stream reproducible. */
 export class Sampler {
   readonly temperature: number;
@@ -121,28 +124,34 @@ export class Sampler {
   sample(logits: Float32Array): number {
     if (this.greedy) return argmax(logits);
     const vocab = logits.length;
-    if (this.order.length !== vocab) {
+    if (this.order.length < vocab) {
       this.order = new Int32Array(vocab);
       this.probs = new Float64Array(vocab);
     }
+    // Candidates: tokens within TAIL_MARGIN·T of the best logit. The rest have probability below e^-40 ≈ 4e-18
+    // of the best token's, so no 53-bit draw can land on them; skipping them keeps each step O(candidates)
+    // instead of sorting a 128k vocabulary.
+    const best = logits[argmax(logits)]!;
+    const cutoff = best - TAIL_MARGIN * this.temperature;
     const order = this.order;
-    for (let i = 0; i < vocab; i++) order[i] = i;
+    let count = 0;
+    for (let i = 0; i < vocab; i++) if (logits[i]! >= cutoff) order[count++] = i;
+    const candidates = order.subarray(0, count);
     // Descending logit, ascending id on ties: a total order, so the result never depends on sort stability.
-    order.sort((a, b) => logits[b]! - logits[a]! || a - b);
+    candidates.sort((a, b) => logits[b]! - logits[a]! || a - b);
 
     // top-k keeps every token whose logit is ≥ the k-th largest (HF's `scores < topk[..., -1]` removal).
-    let kept = vocab;
-    if (this.topK > 0 && this.topK < vocab) {
-      const threshold = logits[order[this.topK - 1]!]!;
+    let kept = count;
+    if (this.topK > 0 && this.topK < count) {
+      const threshold = logits[candidates[this.topK - 1]!]!;
       kept = this.topK;
-      while (kept < vocab && logits[order[kept]!]! >= threshold) kept++;
+      while (kept < count && logits[candidates[kept]!]! >= threshold) kept++;
     }
 
     const probs = this.probs;
-    const maxLogit = logits[order[0]!]! / this.temperature;
     let total = 0;
     for (let r = 0; r < kept; r++) {
-      const p = Math.exp(logits[order[r]!]! / this.temperature - maxLogit);
+      const p = Math.exp((logits[candidates[r]!]! - best) / this.temperature);
       probs[r] = p;
       total += p;
     }
@@ -165,8 +174,8 @@ export class Sampler {
     let acc = 0;
     for (let r = 0; r < kept; r++) {
       acc += probs[r]!;
-      if (u < acc) return order[r]!;
+      if (u < acc) return candidates[r]!;
     }
-    return order[kept - 1]!;
+    return candidates[kept - 1]!;
   }
 }

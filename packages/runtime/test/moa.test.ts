@@ -16,7 +16,7 @@ import {
 import { loadBackend } from "@moa/kernels-cuda";
 import { beforeAll, describe, expect, it } from "vitest";
 import { readModelConfig } from "../src/config.js";
-import { KvCache } from "../src/kv-cache.js";
+import { KvCache, ringCapacities } from "../src/kv-cache.js";
 import { loadModel, type Model } from "../src/load.js";
 import { Xoshiro128 } from "../src/sampling.js";
 import { fixtureDir, referenceVectors } from "./fixtures.js";
@@ -193,6 +193,16 @@ describe("KV cache bytes", () => {
     } finally {
       cache.dispose();
     }
+  });
+
+  it("fits the window the kernels compute from float32 alpha/beta when a rule is not exact in float32", () => {
+    const shape = { architecture: "llama", layers: 1, heads: 2, kvHeads: 1, headDim: 16 };
+    // In float64 alpha + beta·200 lands just below 128 (nb = 1); in float32 it rounds to 128 (nb = 2).
+    const rule = { alpha: 128 - 0.3 * 200 - 1e-13, beta: 0.3 };
+    expect(spanBlocks(rule, 200)).toBe(1);
+    expect(spanBlocks({ alpha: Math.fround(rule.alpha), beta: Math.fround(rule.beta) }, 200)).toBe(2);
+    const plan = makePlan(shape, [[rule, { alpha: 0, beta: 0 }]], []);
+    expect(ringCapacities(shape, 0, 200, plan).ringCap[0]).toBe(128);
   });
 
   it("dense caches hold maxLength tokens per slot and KV head", async () => {
