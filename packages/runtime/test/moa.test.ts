@@ -134,6 +134,55 @@ describe.each([
   });
 });
 
+describe("several sequences in one batch with a plan (random-llama31, GQA)", () => {
+  it("each sequence of a batched prefill + decode equals its own full prefill under the window mask", async () => {
+    const ids = referenceVectors().models["random-llama31"].input_ids;
+    const shape = (await readModelConfig(fixtureDir("random-llama31"))).shape();
+    const plan = randomPlan(shape, 21, 96, 0.25);
+    const model = await loadModel(fixtureDir("random-llama31"), {
+      backend: "cpu",
+      plan,
+      maxLength: 300,
+      slots: 3,
+    });
+    try {
+      const vocab = model.config.vocabSize;
+      // Three sequences of different lengths; their prompts differ in length too.
+      const sequences = [ids.slice(0, 260), ids.slice(5, 205).reverse(), ids.slice(100, 250)];
+      const prompts = [30, 75, 1];
+      const expected = sequences.map((seq) => model.logits(seq, { maskMode: "window" }));
+      const slots = sequences.map(() => model.cache.allocateSlot());
+      const first = model.transformer.prefill(
+        sequences.map((seq, i) => ({ slot: slots[i]!, tokens: seq.slice(0, prompts[i]!) })),
+        { maskMode: "window" },
+      );
+      let worst = 0;
+      sequences.forEach((_, i) => {
+        const p = prompts[i]! - 1;
+        worst = Math.max(worst, maxAbsDiff(first[i]!, expected[i]!.subarray(p * vocab, (p + 1) * vocab)));
+      });
+      const position = [...prompts];
+      for (;;) {
+        const live = sequences.map((_, i) => i).filter((i) => position[i]! < sequences[i]!.length);
+        if (live.length === 0) break;
+        const out = model.transformer.decode(
+          Int32Array.from(live, (i) => slots[i]!),
+          live.map((i) => sequences[i]![position[i]!]!),
+        );
+        live.forEach((i, row) => {
+          const p = position[i]!;
+          const want = expected[i]!.subarray(p * vocab, (p + 1) * vocab);
+          worst = Math.max(worst, maxAbsDiff(out.subarray(row * vocab, (row + 1) * vocab), want));
+          position[i] = p + 1;
+        });
+      }
+      expect(worst).toBeLessThan(1e-4);
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
 describe("KV cache bytes", () => {
   let backend: Awaited<ReturnType<typeof loadBackend>>;
   beforeAll(async () => {
