@@ -48,8 +48,12 @@ export interface GenerationResult {
 
 export type Prompt = string | readonly number[];
 
-/** Streams text out of generated ids: releases only complete characters and holds back stop-string prefixes. */
-class TextStream {
+/**
+ * Incremental detokenization: turns generated ids into text pieces that are always complete characters, holding
+ * back any tail that could still become a stop string. The pieces concatenate to `decode(ids)` (cut before the
+ * first stop string).
+ */
+export class TextStream {
   readonly ids: number[] = [];
   private prefixOffset = 0;
   private readOffset = 0;

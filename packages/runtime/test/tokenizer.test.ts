@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { TextStream } from "../src/generate.js";
 import { TextTokenizer } from "../src/tokenizer.js";
 import { fixtureDir, MODEL_NAMES, referenceVectors } from "./fixtures.js";
 
@@ -35,5 +36,35 @@ describe("tokenizer (tokenizer.json via @huggingface/tokenizers)", async () => {
     expect(() => new TextTokenizer({ version: "1.0" }, {}, "x/tokenizer.json")).toThrow(
       /x\/tokenizer\.json: model/,
     );
+  });
+});
+
+describe("TextStream (incremental detokenization)", async () => {
+  const tokenizer = await TextTokenizer.fromDir(fixtureDir("moa-nano"));
+  const unicode = referenceVectors().tokenizer.find((c) => c.text.includes("🚀"))!;
+
+  it("releases only whole characters when byte-level tokens split them, and adds up to the text", () => {
+    const stream = new TextStream(tokenizer, []);
+    const pieces = unicode.ids.map((id, i) => stream.push(id, i === unicode.ids.length - 1));
+    expect(pieces.join("")).toBe(unicode.decoded);
+    for (const piece of pieces) expect(piece).not.toContain("\uFFFD");
+    // Some token really ends inside a character (so the hold-back was exercised).
+    expect(pieces.some((p) => p === "")).toBe(true);
+  });
+
+  it("holds back a possible stop-string start and cuts before a completed one", () => {
+    const ids = tokenizer.encode("line fresh-table: REGISTER_CONTENT is <48213>", {
+      addSpecialTokens: false,
+    });
+    const stream = new TextStream(tokenizer, ["CONTENT is"]);
+    let text = "";
+    for (const id of ids) {
+      text += stream.push(id, false);
+      expect(text).not.toContain("CONTENT");
+      if (stream.stopped) break;
+    }
+    expect(stream.stopped).toBe(true);
+    expect(text).toBe("line fresh-table: REGISTER_");
+    expect(stream.fullText).toBe(text);
   });
 });
