@@ -35,7 +35,9 @@ export class ServerMetrics {
       "Sequences holding a KV cache slot (prefilling or decoding).",
       () => stats().running,
     );
-    r.gauge("moa_requests_in_flight", "HTTP requests being answered.", () => source.requestsInFlight());
+    r.gauge("moa_requests_in_flight", "HTTP requests being answered (a scrape does not count itself).", () =>
+      source.requestsInFlight(),
+    );
     r.gauge(
       "moa_kv_cache_used_bytes",
       "KV cache bytes held by running sequences.",
