@@ -10,7 +10,7 @@
 //        NVCC=/path/nvcc   which nvcc to use (default: PATH, $CUDA_HOME/bin, /usr/local/cuda/bin).
 //        MOA_BUILD_JOBS=n  parallel compile jobs (default: number of cores).
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { delimiter, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -28,7 +28,8 @@ function log(message) {
   process.stderr.write(`@moa/kernels-cuda: ${message}\n`);
 }
 
-function newestSource() {
+/** Newest modification time of binding.gyp and the native sources under src/<dirs>. */
+function newestSource(dirs) {
   let newest = statSync(join(packageRoot, "binding.gyp")).mtimeMs;
   const walk = (dir) => {
     for (const entry of readdirSync(dir, { withFileTypes: true })) {
@@ -37,12 +38,18 @@ function newestSource() {
       else if (/\.(cc|h|cu|cuh)$/.test(entry.name)) newest = Math.max(newest, statSync(path).mtimeMs);
     }
   };
-  for (const dir of ["cpu", "cuda", "binding"]) walk(join(packageRoot, "src", dir));
+  for (const dir of dirs) walk(join(packageRoot, "src", dir));
   return newest;
 }
 
 function upToDate(file, sourcesTime) {
   return existsSync(file) && statSync(file).mtimeMs >= sourcesTime;
+}
+
+/** make leaves an addon untouched when nothing it links changed; mark it as checked against the sources. */
+function markBuilt(file) {
+  const now = new Date();
+  utimesSync(file, now, now);
 }
 
 function findExecutable(name, extraDirs = []) {
@@ -123,13 +130,14 @@ function findCuda() {
 }
 
 function main() {
-  const sourcesTime = newestSource();
+  const cpuSourcesTime = newestSource(["cpu", "binding"]);
+  const allSourcesTime = newestSource(["cpu", "binding", "cuda"]);
   const cuda = findCuda();
   const wantCuda = cuda.nvcc !== undefined;
   if (
     args.has("--if-stale") &&
-    upToDate(cpuAddon, sourcesTime) &&
-    (!wantCuda || upToDate(cudaAddon, sourcesTime) || upToDate(cudaFailedStamp, sourcesTime))
+    upToDate(cpuAddon, cpuSourcesTime) &&
+    (!wantCuda || upToDate(cudaAddon, allSourcesTime) || upToDate(cudaFailedStamp, allSourcesTime))
   ) {
     return;
   }
@@ -159,6 +167,7 @@ function main() {
     );
     process.exit(1);
   }
+  markBuilt(cpuAddon);
   log(`built ${cpuAddon}`);
 
   // 2. The CUDA addon, when nvcc is there. Never fails the install.
@@ -181,6 +190,7 @@ function main() {
     return;
   }
   rmSync(cudaFailedStamp, { force: true });
+  markBuilt(cudaAddon);
   log(`built ${cudaAddon}`);
 }
 
