@@ -6,4 +6,3 @@ export * from "./scheduler.js";
 export * from "./serve.js";
 export * from "./server.js";
 export * from "./server-metrics.js";
-export * from "./text-stream.js";

@@ -11,8 +11,7 @@
  * from a listener inside one) never frees a slot that a kernel is still using.
  */
 import { MoaError } from "@moa/core";
-import { type Model, Sampler } from "@moa/runtime";
-import { TextDeltaStream } from "./text-stream.js";
+import { type Model, Sampler, TextStream } from "@moa/runtime";
 
 export interface SequenceSpec {
   /** Prompt token ids (≥ 1); `promptIds.length + maxTokens` must not exceed the model's max length. */
@@ -107,7 +106,7 @@ class Sequence {
   slot = -1;
   /** Sampled but not yet fed to the model. */
   pending = -1;
-  readonly stream: TextDeltaStream;
+  readonly stream: TextStream;
   readonly sampler: Sampler;
   readonly submittedAt = performance.now();
   lastTokenAt = 0;
@@ -117,7 +116,7 @@ class Sequence {
     readonly listener: SequenceListener,
     model: Model,
   ) {
-    this.stream = new TextDeltaStream(model.tokenizer, spec.stopStrings);
+    this.stream = new TextStream(model.tokenizer, spec.stopStrings);
     this.sampler = new Sampler({
       temperature: spec.temperature,
       topP: spec.topP,
@@ -361,7 +360,7 @@ export class Scheduler {
 
   /** Takes a sampled token: streams its text and ends the sequence on a stop or at its length limit. */
   private accept(s: Sequence, token: number): void {
-    const generated = s.stream.tokenCount + 1;
+    const generated = s.stream.ids.length + 1;
     const isStop = this.stopTokens.has(token);
     const atLength =
       generated >= s.spec.maxTokens || s.spec.promptIds.length + generated >= this.model.maxLength;
@@ -390,7 +389,7 @@ export class Scheduler {
     this.options.observer?.finished?.(reason);
     const result: SequenceResult = {
       promptTokens: s.spec.promptIds.length,
-      completionTokens: s.stream.tokenCount,
+      completionTokens: s.stream.ids.length,
       text: s.stream.fullText,
       finishReason: reason,
       ...(error !== undefined ? { error } : {}),

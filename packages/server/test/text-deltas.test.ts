@@ -1,7 +1,6 @@
-import { TextTokenizer } from "@moa/runtime";
+import { TextStream, TextTokenizer } from "@moa/runtime";
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
-import { TextDeltaStream } from "../src/index.js";
 import { MOA_NANO } from "./helpers.js";
 
 let tokenizer: TextTokenizer;
@@ -28,7 +27,7 @@ function bruteForce(ids: number[], stops: string[]): { text: string; consumed: n
 }
 
 function streamed(ids: number[], stops: string[]): { deltas: string[]; consumed: number; stopped: boolean } {
-  const stream = new TextDeltaStream(tokenizer, stops);
+  const stream = new TextStream(tokenizer, stops);
   const deltas: string[] = [];
   let consumed = 0;
   for (const [i, id] of ids.entries()) {
@@ -39,7 +38,8 @@ function streamed(ids: number[], stops: string[]): { deltas: string[]; consumed:
   return { deltas, consumed, stopped: stream.stopped };
 }
 
-describe("TextDeltaStream", () => {
+// The server streams text through @moa/runtime's TextStream; these are the properties its SSE deltas rely on.
+describe("text deltas (runtime TextStream, as the scheduler drives it)", () => {
   it("the deltas add up to the brute-force text, stopping at the same token, for any ids and stop strings", () => {
     const sample = tokenizer.encode(
       "def fibonacci(n):\n    if n < 2:\n        return n  # base case — ünïcödé ✓ 日本語\n    return fibonacci(n - 1)",
@@ -70,7 +70,7 @@ describe("TextDeltaStream", () => {
 
   it("never releases the beginning of a stop string before it is decided", () => {
     const ids = tokenizer.encode("alpha beta gamma", { addSpecialTokens: false });
-    const stream = new TextDeltaStream(tokenizer, ["beta gamma delta"]);
+    const stream = new TextStream(tokenizer, ["beta gamma delta"]);
     let released = "";
     for (const id of ids) {
       released += stream.push(id, false);
@@ -85,7 +85,7 @@ describe("TextDeltaStream", () => {
 
   it("holds back an incomplete UTF-8 character until its last byte arrives", () => {
     const ids = tokenizer.encode("✓✓", { addSpecialTokens: false });
-    const stream = new TextDeltaStream(tokenizer, []);
+    const stream = new TextStream(tokenizer, []);
     const deltas = ids.map((id, i) => stream.push(id, i === ids.length - 1));
     for (const d of deltas) expect(d).not.toContain("\uFFFD");
     expect(deltas.join("")).toBe("✓✓");
