@@ -4,11 +4,13 @@
  * generation stops at a stop token (EOS from generation_config.json/config.json, plus any given), at a stop
  * string, at `maxNewTokens`, or when the context is full.
  */
+import { randomInt } from "node:crypto";
 import { MoaError } from "@moa/core";
 import type { Model } from "./load.js";
 import { Sampler, type SamplingOptions, samplingOptionsProblem } from "./sampling.js";
 import type { TextTokenizer } from "./tokenizer.js";
 
+/** Sampling options apply per sequence; sequence i of a batch samples with seed `seed + i` (random when unset). */
 export interface GenerateOptions extends SamplingOptions {
   /** Most tokens to generate per sequence (default: until the context is full). */
   readonly maxNewTokens?: number;
@@ -202,6 +204,8 @@ export async function* generateBatch(
   if (!options.ignoreEos) for (const id of model.config.eosTokenIds) stopTokens.add(id);
   const stopStrings = options.stopStrings ?? [];
   const maxLength = model.maxLength;
+  // Unseeded sampling draws a fresh seed (as an API user expects two identical requests to differ).
+  const seed = options.seed ?? randomInt(0, 2 ** 31);
   const states: SequenceState[] = [];
   const release = (s: SequenceState): void => {
     if (!s.holdsSlot) return;
@@ -214,7 +218,7 @@ export async function* generateBatch(
         index,
         slot: model.cache.allocateSlot(),
         promptTokens: prompt.length,
-        sampler: new Sampler({ ...options, seed: (options.seed ?? 0) + index }),
+        sampler: new Sampler({ ...options, seed: seed + index }),
         stream: new TextStream(model.tokenizer, stopStrings),
         finishReason: undefined,
         holdsSlot: true,
@@ -226,8 +230,8 @@ export async function* generateBatch(
       s.stream.ids.length >= maxNew || s.promptTokens + s.stream.ids.length >= maxLength;
 
     for (const s of states) {
-      if (atLimit(s)) {
-        s.finishReason = "length";
+      if (options.signal?.aborted || atLimit(s)) {
+        s.finishReason = options.signal?.aborted ? "abort" : "length";
         release(s);
       }
     }
@@ -284,7 +288,7 @@ export async function* generateBatch(
 
 /**
  * Generates a continuation of one prompt (text, or token ids), streaming `{ token, text }` as it goes.
- * The iterator's return value (`for await` discards it; use `collect` or `generateText`) holds the whole result.
+ * The iterator's return value (`for await` discards it; call `next()` or use `generateText`) holds the whole result.
  */
 export async function* generate(
   model: Model,

@@ -11,7 +11,7 @@ export interface SamplingOptions {
   readonly topK?: number;
   /** Keep the smallest set of most likely tokens whose probability reaches p; 1 or undefined = no limit. */
   readonly topP?: number;
-  /** Seed of the generator (any 32-bit integer); same seed, same logits → same tokens. */
+  /** Seed of the generator (an integer; `Sampler` defaults to 0, `generate` to a random one); same seed, same logits → same tokens. */
   readonly seed?: number;
 }
 

@@ -155,5 +155,15 @@ describe("generate on moa-nano", () => {
     }
     expect(count).toBe(3);
     expect(model.cache.freeSlots()).toBe(3);
+    const early = await generateText(model, PROMPTS[0]!, { signal: AbortSignal.abort() });
+    expect(early).toMatchObject({ tokens: [], finishReason: "abort" });
+  });
+
+  it("unseeded sampling differs between runs, greedy does not", async () => {
+    const options = { maxNewTokens: 16, temperature: 1.5, ignoreEos: true };
+    const runs = await Promise.all([1, 2, 3].map(() => generateText(model, PROMPTS[0]!, options)));
+    expect(new Set(runs.map((r) => r.tokens.join(","))).size).toBeGreaterThan(1);
+    const greedy = await Promise.all([1, 2].map(() => generateText(model, PROMPTS[0]!, { maxNewTokens: 8 })));
+    expect(greedy[0]!.tokens).toEqual(greedy[1]!.tokens);
   });
 });
