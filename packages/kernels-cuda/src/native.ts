@@ -142,7 +142,8 @@ export const REBUILD_HINT =
   "The addon is compiled when @moa/kernels-cuda is installed. It needs a C++17 compiler, make and python3 " +
   "(Debian/Ubuntu: `apt-get install -y build-essential python3`; Fedora: `dnf install gcc-c++ make python3`; " +
   "macOS: `xcode-select --install`) and Node.js's headers (shipped with Node.js). Then rebuild it with " +
-  "`pnpm rebuild @moa/kernels-cuda` (npm: `npm rebuild @moa/kernels-cuda`).";
+  "`pnpm rebuild @moa/kernels-cuda` (npm: `npm rebuild @moa/kernels-cuda`; in the moa repository: " +
+  "`pnpm --filter @moa/kernels-cuda build:native`).";
 
 export const CUDA_BUILD_HINT =
   "The CUDA addon is built at install time when nvcc is found (CUDA toolkit 12 or newer, on PATH or in " +
