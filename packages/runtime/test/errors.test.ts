@@ -2,7 +2,7 @@
  * Bad checkpoints and bad requests: each gives a MoaError naming the file (or option) and the field; nothing
  * throws anything else, nothing takes the process down.
  */
-import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { densePlan, MoaError, parseSafetensors, serializeSafetensors, type TensorToWrite } from "@moa/core";
@@ -126,6 +126,20 @@ describe("bad checkpoints", () => {
     const error = await loadError(SOURCE, { plan });
     expect(error.code).toBe("E_PLAN_SHAPE");
     expect(error.message).toContain("model.layers");
+  });
+
+  it("a plan file that is not JSON names the file", async () => {
+    const path = join(scratch, "broken-plan.json");
+    writeFileSync(path, "{ not json");
+    const error = await loadError(SOURCE, { plan: path });
+    expect(error.source).toBe(path);
+  });
+
+  it("a missing tokenizer.json names the file", async () => {
+    const dir = variant({});
+    rmSync(join(dir, "tokenizer.json"));
+    const error = await loadError(dir);
+    expect(error.message).toContain(join(dir, "tokenizer.json"));
   });
 
   it("a maxLength beyond the model's context names max_position_embeddings", async () => {
