@@ -1,3 +1,4 @@
+export * from "./byte-size.js";
 export * from "./errors.js";
 export * from "./kv-budget.js";
 export * from "./metrics.js";

@@ -236,10 +236,13 @@ export class Scheduler {
     });
     const outcome = await Promise.race([this.whenIdle().then(() => "idle" as const), deadline]);
     clearTimeout(timer);
-    if (outcome === "timeout") {
-      for (const s of [...this.queue, ...this.active]) this.finish(s, "shutdown");
-    }
+    if (outcome === "timeout") this.cancelAll();
     await this.whenIdle();
+  }
+
+  /** Ends every queued and running sequence now (reason "shutdown"), freeing their slots. */
+  cancelAll(): void {
+    for (const s of [...this.queue, ...this.active]) this.finish(s, "shutdown");
   }
 
   get isClosing(): boolean {

@@ -215,6 +215,15 @@ export class MoaServer {
     return this.closed;
   }
 
+  /**
+   * Cuts a graceful shutdown short: every queued and running request ends now (503, or an error event on a
+   * stream). Call after `close()` to stop waiting for the grace period.
+   */
+  abort(): void {
+    this.closing = true;
+    this.scheduler.cancelAll();
+  }
+
   private routeOf(path: string): Route {
     switch (path) {
       case "/v1/completions":
@@ -233,7 +242,6 @@ export class MoaServer {
     const path = (req.url ?? "/").split("?")[0]!;
     const route = this.routeOf(path);
     res.setHeader("X-Content-Type-Options", "nosniff");
-    if (this.closing) res.setHeader("Connection", "close");
     res.once("close", () => {
       // A response cut short by the client is counted as nginx does, 499.
       const code = res.writableFinished ? String(res.statusCode) : "499";
@@ -662,6 +670,8 @@ export class MoaServer {
   }
 
   private send(res: ServerResponse, status: number, body: string, type: string): void {
+    // While shutting down, no connection is kept alive for another request.
+    if (this.closing) res.setHeader("Connection", "close");
     res.writeHead(status, { "Content-Type": type, "Content-Length": Buffer.byteLength(body) });
     res.end(body);
   }

@@ -1,7 +1,13 @@
 import { planKvBytes } from "@moa/core";
 import { loadModel, readModelConfig } from "@moa/runtime";
 import { describe, expect, it } from "vitest";
-import { KV_CACHE_ELEMENT_BYTES, kvBudget, sequenceKvBytes } from "../src/index.js";
+import {
+  formatBytes,
+  KV_CACHE_ELEMENT_BYTES,
+  kvBudget,
+  parseByteSize,
+  sequenceKvBytes,
+} from "../src/index.js";
 import { MOA_NANO, nanoPlan } from "./helpers.js";
 
 describe("KV budget", () => {
@@ -54,5 +60,24 @@ describe("KV budget", () => {
   it("refuses a budget below one sequence, naming the bytes one needs", () => {
     expect(() => kvBudget(1000, 8, 999)).toThrow(/less than one sequence needs \(1000 bytes/);
     expect(() => kvBudget(1000, 0)).toThrow(/maxBatch/);
+  });
+});
+
+describe("byte sizes", () => {
+  it("parses plain bytes, SI and IEC units, and refuses anything else", () => {
+    expect(parseByteSize("1048576")).toBe(1048576);
+    expect(parseByteSize("512MiB")).toBe(512 * 2 ** 20);
+    expect(parseByteSize("1.5 GiB")).toBe(1.5 * 2 ** 30);
+    expect(parseByteSize("2GB")).toBe(2e9);
+    expect(parseByteSize("64kib")).toBe(65536);
+    for (const bad of ["", "0", "-5", "12 parsecs", "1e9", "GiB"]) {
+      expect(() => parseByteSize(bad, "--kv-budget")).toThrow(/--kv-budget/);
+    }
+  });
+
+  it("formats bytes for logs", () => {
+    expect(formatBytes(512)).toBe("512 B");
+    expect(formatBytes(2097152)).toBe("2.00 MiB");
+    expect(formatBytes(1.5 * 2 ** 30)).toBe("1.50 GiB");
   });
 });

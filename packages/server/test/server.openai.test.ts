@@ -3,6 +3,8 @@
  * texts come from @moa/runtime's generateText on a separately loaded model: the server's scheduler, text
  * streaming and stop handling are checked against an independent implementation.
  */
+import { once } from "node:events";
+import { connect } from "node:net";
 import type { MoaPlan } from "@moa/core";
 import { generateText, type Model } from "@moa/runtime";
 import OpenAI, { type APIError } from "openai";
@@ -538,7 +540,24 @@ describe("API key, queue bound, disconnects and shutdown", () => {
       temperature: 0,
     });
     await waitFor(() => server.server.scheduler.stats().running === 2, "both requests to run");
+    // A request already on the wire when shutdown starts (its body still arriving) is refused with 503.
+    const probe = connect(server.port, "127.0.0.1");
+    await once(probe, "connect");
+    const body = JSON.stringify({ model: "moa-nano", prompt: "late", max_tokens: 2 });
+    probe.write(
+      `POST /v1/completions HTTP/1.1\r\nHost: moa\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 5)}`,
+    );
+    await waitFor(() => server.server.requestsInFlight === 3, "the probe to be in flight");
     const closing = server.close(30_000);
+    let probed = "";
+    probe.on("data", (chunk: Buffer) => {
+      probed += chunk.toString();
+    });
+    probe.write(body.slice(5));
+    await waitFor(() => probed.includes("server_shutting_down"), "the probe's answer");
+    expect(probed.startsWith("HTTP/1.1 503")).toBe(true);
+    expect(probed.toLowerCase()).toContain("connection: close");
+    probe.destroy();
     let text = first.value?.choices[0]?.text ?? "";
     for (let next = await iterator.next(); !next.done; next = await iterator.next())
       text += next.value.choices[0]?.text ?? "";
@@ -549,7 +568,7 @@ describe("API key, queue bound, disconnects and shutdown", () => {
     await expect(fetch(`${server.url}/health`)).rejects.toThrow();
   });
 
-  it("shutdown past its grace period cancels what is left: 503 for plain requests, an error event for streams", async () => {
+  it("a shutdown cut short cancels what is left: 503 for plain requests, an error event for streams", async () => {
     const server = await startServer({ plan, maxBatch: 2 });
     const c = clientFor(server);
     const stream = await c.completions.create({
@@ -565,7 +584,9 @@ describe("API key, queue bound, disconnects and shutdown", () => {
       .create({ model: "moa-nano", prompt: "x = 1", max_tokens: 250, temperature: 0 })
       .catch((e: unknown) => e);
     await waitFor(() => server.server.scheduler.stats().running === 2, "both requests to run");
-    await server.server.close(0);
+    const closing = server.server.close(60_000);
+    server.server.abort(); // what a second SIGINT does
+    await closing;
     expect(server.model.cache.freeSlots()).toBe(server.model.cache.slots);
     expect(server.server.scheduler.stats().kvUsedBytes).toBe(0);
     await server.close();
