@@ -1,5 +1,11 @@
+import { readFileSync } from "node:fs";
 import { defineConfig } from "vitest/config";
 
+const { version } = JSON.parse(readFileSync(new URL("./package.json", import.meta.url), "utf8")) as {
+  version: string;
+};
+
 export default defineConfig({
-  test: { include: ["test/**/*.test.ts"], testTimeout: 60_000, pool: "threads" },
+  define: { __MOA_CLI_VERSION__: JSON.stringify(version) },
+  test: { include: ["test/**/*.test.ts"], testTimeout: 120_000, pool: "threads" },
 });

@@ -1,0 +1,197 @@
+import { join } from "node:path";
+import { type ModelShape, type MoaProfile, readProfile, serializePlan } from "@moa/core";
+import { type GqaMode, optimizePlans, type ParetoResult } from "@moa/solver";
+import { booleanFlag, integerListFlag, numberFlag, requireString, stringFlag } from "../args.js";
+import type { Command } from "../command.js";
+import { CliError, usageError, userFacing, userFacingAsync } from "../errors.js";
+import { type Io, readInputFile, writeFilesAtomically } from "../io.js";
+import { readModelShape } from "../model-shape.js";
+import { fixed, formatTable } from "../table.js";
+
+export const optimizeCommand: Command = {
+  name: "optimize",
+  summary: "Turn a profile into Pareto-optimal MoA plans under a KV-density budget (HiGHS MIP).",
+  usage:
+    "moa optimize --profile <file> --density <d> [--model <dir> | --kv-heads N --head-dim N] [--lengths …] [--extend n] [--out dir] [--json]",
+  flags: [
+    ["--profile <file>", "a moa-profile (safetensors) made by `moa profile`"],
+    ["--density <d>", "KV density budget in (0, 1] at every profiled length and the extend length"],
+    ["--model <dir>", "read the model shape (KV heads, head dim) from <dir>/config.json"],
+    ["--kv-heads <N>", "KV heads of the model (GQA), when --model is not given"],
+    ["--head-dim <N>", "attention head dimension, when --model is not given"],
+    ["--lengths <list>", "profiled lengths to optimise (default: all in the profile)"],
+    ["--extend <n>", "longer length where the density is constrained too (default 2 × the longest)"],
+    ["--lower-ratio <r>", "density must also be ≥ r × budget (default 0.9; 0 disables)"],
+    ["--max-rules-per-layer <k>", "at most k distinct rules among the heads of a layer"],
+    ["--gqa <mode>", "per-query-head (default: each KV head sized by its widest query head) or per-kv-head"],
+    ["--pareto-points <k>", "epsilon values per secondary length in the Pareto grid (default 3)"],
+    ["--time-limit <s>", "give up after this many seconds"],
+    ["--out <dir>", "where to write plan-<i>.json and summary.json (default ./moa-plans)"],
+    ["--force", "overwrite files in --out"],
+    ["--json", "print the summary as JSON instead of a table"],
+  ],
+  examples: [
+    "moa optimize --profile fixtures/moa-nano.profile.safetensors --density 0.5 --out plans",
+    "moa optimize --profile llama3.profile.safetensors --model ./Llama-3-8B --density 0.25 --extend 32768",
+  ],
+  options: {
+    profile: { type: "string" },
+    density: { type: "string" },
+    model: { type: "string" },
+    "kv-heads": { type: "string" },
+    "head-dim": { type: "string" },
+    lengths: { type: "string" },
+    extend: { type: "string" },
+    "lower-ratio": { type: "string" },
+    "max-rules-per-layer": { type: "string" },
+    gqa: { type: "string" },
+    "pareto-points": { type: "string" },
+    "time-limit": { type: "string" },
+    out: { type: "string" },
+    force: { type: "boolean" },
+    json: { type: "boolean" },
+  },
+  async run(argv, io) {
+    const c = this.name;
+    const profilePath = requireString(c, argv, "profile");
+    const densityRaw = numberFlag(c, argv, "density", { min: 0, max: 1, exclusiveMin: true });
+    if (densityRaw === undefined)
+      throw usageError("moa optimize: --density is required (e.g. --density 0.5)");
+    const density = densityRaw;
+    const gqa = stringFlag(argv, "gqa") ?? "per-query-head";
+    if (gqa !== "per-query-head" && gqa !== "per-kv-head") {
+      throw usageError(
+        `moa optimize: --gqa ${JSON.stringify(gqa)}: expected "per-query-head" or "per-kv-head"`,
+      );
+    }
+    const lengths = integerListFlag(c, argv, "lengths");
+    const extend = numberFlag(c, argv, "extend", { integer: true, min: 1 });
+    const lowerRatio = numberFlag(c, argv, "lower-ratio", { min: 0, max: 1 });
+    const maxRulesPerLayer = numberFlag(c, argv, "max-rules-per-layer", { integer: true, min: 1 });
+    const paretoPoints = numberFlag(c, argv, "pareto-points", { integer: true, min: 0 });
+    const timeLimitSeconds = numberFlag(c, argv, "time-limit", { min: 0, exclusiveMin: true });
+    const outDir = stringFlag(argv, "out") ?? "moa-plans";
+
+    const bytes = await readInputFile(profilePath);
+    const parsed = userFacing(() => readProfile(bytes, profilePath));
+    const shape = await resolveShape(c, argv, parsed, io);
+
+    io.stderr(
+      `optimising ${parsed.layers}×${parsed.heads} heads (${shape.kvHeads} KV heads) of ${parsed.model || profilePath} ` +
+        `at KV density ≤ ${density}, lengths ${(lengths ?? parsed.lengths).join(", ")}\n`,
+    );
+    const started = performance.now();
+    const result: ParetoResult = await userFacingAsync(() =>
+      optimizePlans(parsed, {
+        shape,
+        density,
+        gqa: gqa as GqaMode,
+        ...(lengths !== undefined ? { lengths } : {}),
+        ...(extend !== undefined ? { extend } : {}),
+        ...(lowerRatio !== undefined ? { lowerRatio } : {}),
+        ...(maxRulesPerLayer !== undefined ? { maxRulesPerLayer } : {}),
+        ...(paretoPoints !== undefined ? { paretoPoints } : {}),
+        ...(timeLimitSeconds !== undefined ? { timeLimitSeconds } : {}),
+        onProgress: (event) => {
+          io.stderr(
+            `  solve ${event.done}/${event.total} (${event.kind}) ${event.feasible ? "feasible" : "infeasible"} ` +
+              `in ${event.seconds.toFixed(2)} s\n`,
+          );
+        },
+      }),
+    );
+    const seconds = (performance.now() - started) / 1000;
+    const summary = summarise(result, profilePath, density, seconds);
+    const files = result.points.map((point, i) => ({
+      path: join(outDir, `plan-${i}.json`),
+      data: serializePlan(point.plan),
+    }));
+    files.push({ path: join(outDir, "summary.json"), data: `${JSON.stringify(summary, null, 2)}\n` });
+    await writeFilesAtomically(files, { force: booleanFlag(argv, "force") });
+
+    if (booleanFlag(argv, "json")) {
+      io.stdout(`${JSON.stringify(summary, null, 2)}\n`);
+      return;
+    }
+    const kvLengths = result.stats.kvLengths;
+    io.stdout(
+      formatTable(
+        [
+          "plan",
+          ...result.stats.lengths.map((n) => `loss@${n}`),
+          ...kvLengths.map((n) => `kv@${n}`),
+          "gap",
+          "origin",
+        ],
+        result.points.map((point, i) => [
+          `plan-${i}.json`,
+          ...result.stats.lengths.map((n) => fixed(point.loss[String(n)] ?? Number.NaN, 5)),
+          ...kvLengths.map((n) => fixed(point.kvDensity[String(n)] ?? Number.NaN, 4)),
+          point.gap.toExponential(1),
+          point.origin.kind === "anchor" ? `min loss@${point.origin.length}` : "epsilon",
+        ]),
+      ),
+    );
+    io.stdout(
+      `\n${result.points.length} Pareto-optimal plans in ${outDir}/ (${result.stats.solves} solves, ` +
+        `${result.stats.variablesAfterPruning} of ${result.stats.variablesBeforePruning} variables after pruning, ${seconds.toFixed(2)} s)\n`,
+    );
+  },
+};
+
+function summarise(result: ParetoResult, profilePath: string, density: number, seconds: number) {
+  return {
+    profile: profilePath,
+    density,
+    seconds,
+    lengths: result.stats.lengths,
+    kvLengths: result.stats.kvLengths,
+    points: result.points.map((point, i) => ({
+      file: `plan-${i}.json`,
+      loss: point.loss,
+      kvDensity: point.kvDensity,
+      objective: point.objective,
+      gap: point.gap,
+      origin: point.origin,
+      solveSeconds: point.solveSeconds,
+    })),
+    stats: { ...result.stats, perSolve: undefined },
+  };
+}
+
+async function resolveShape(
+  command: string,
+  argv: Parameters<typeof stringFlag>[0],
+  profile: MoaProfile,
+  io: Io,
+) {
+  const modelDir = stringFlag(argv, "model");
+  if (modelDir !== undefined) {
+    const shape = await readModelShape(modelDir);
+    if (shape.layers !== profile.layers || shape.heads !== profile.heads) {
+      throw new CliError(
+        `${modelDir}/config.json has ${shape.layers} layers × ${shape.heads} heads but the profile has ` +
+          `${profile.layers} × ${profile.heads}: the profile was made for another model`,
+      );
+    }
+    return shape;
+  }
+  const kvHeads = numberFlag(command, argv, "kv-heads", { integer: true, min: 1 });
+  const headDim = numberFlag(command, argv, "head-dim", { integer: true, min: 1 });
+  if (kvHeads !== undefined && profile.heads % kvHeads !== 0) {
+    throw usageError(`moa optimize: --kv-heads ${kvHeads} must divide the profile's ${profile.heads} heads`);
+  }
+  if (kvHeads === undefined) {
+    io.stderr(
+      `warning: the model's KV heads are unknown (pass --model <dir> or --kv-heads); assuming ${profile.heads} (no GQA)\n`,
+    );
+  }
+  const shape: ModelShape = {
+    architecture: "llama",
+    layers: profile.layers,
+    heads: profile.heads,
+    kvHeads: kvHeads ?? profile.heads,
+    headDim: headDim ?? 128,
+  };
+  return shape;
+}
