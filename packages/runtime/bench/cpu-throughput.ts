@@ -3,7 +3,7 @@
  * at KV density 0.5, and KV-cache bytes at 2k and 8k tokens. Prints a table and writes
  * bench/results/cpu-throughput.json (machine, versions, command). Never fails a build: errors are reported.
  *
- *   pnpm --filter @moa/runtime bench            # prompt 1984 tokens, 64 decode steps, best of 3
+ *   pnpm --filter @moa/runtime bench            # prompt 1984 tokens, 64 decode steps, 3 runs
  *   node --import tsx bench/cpu-throughput.ts --prompt 1024 --decode 32 --repeat 5 --models moa-nano
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -100,21 +100,23 @@ for (const name of models) {
       if (ids.length < promptLength) throw new Error(`the bench prompt has only ${ids.length} tokens`);
       // Warm-up: thread pool, workspace allocation.
       model.logits(ids.slice(0, 64));
-      // Best of `repeat` runs: the machine may be shared, the fastest run is the least disturbed one.
+      // The machine may be shared: prefill is the best of `repeat` runs, decode the median step of all runs.
       let prefillSeconds = Number.POSITIVE_INFINITY;
-      let decodeSeconds = Number.POSITIVE_INFINITY;
+      const steps: number[] = [];
       for (let run = 0; run < repeat; run++) {
         const slot = model.cache.allocateSlot();
-        let start = performance.now();
+        const start = performance.now();
         let [logits] = model.transformer.prefill([{ slot, tokens: ids }]);
         prefillSeconds = Math.min(prefillSeconds, (performance.now() - start) / 1000);
-        start = performance.now();
         for (let i = 0; i < decodeSteps; i++) {
+          const step = performance.now();
           logits = model.transformer.decode(Int32Array.of(slot), [argmax(logits!)]);
+          steps.push((performance.now() - step) / 1000);
         }
-        decodeSeconds = Math.min(decodeSeconds, (performance.now() - start) / 1000);
         model.cache.releaseSlot(slot);
       }
+      steps.sort((a, b) => a - b);
+      const decodeStepSeconds = steps[Math.floor(steps.length / 2)]!;
       model.dispose();
 
       const cacheBytes = (n: number): number => {
@@ -129,7 +131,7 @@ for (const name of models) {
         kvDensity: modePlan ? planKvDensity(modePlan, promptLength) : 1,
         promptTokens: promptLength,
         prefillTokensPerSecond: promptLength / prefillSeconds,
-        decodeTokensPerSecond: decodeSteps / decodeSeconds,
+        decodeTokensPerSecond: 1 / decodeStepSeconds,
         cacheBytes2k: cacheBytes(2048),
         cacheBytes8k: cacheBytes(8192),
       });
@@ -154,7 +156,7 @@ const table = [
 ];
 const widths = table[0]!.map((_, c) => Math.max(...table.map((row) => row[c]!.length)));
 console.log(
-  `CPU throughput, ${backend.deviceName}, prompt ${promptLength} tokens, ${decodeSteps} decode steps, best of ${repeat} (batch 1, fp32 KV cache)`,
+  `CPU throughput, ${backend.deviceName}: prefill of ${promptLength} tokens (best of ${repeat}), decode after it (median of ${repeat}×${decodeSteps} steps); batch 1, fp32 KV cache`,
 );
 for (const row of table) console.log(row.map((cell, c) => cell.padEnd(widths[c]!)).join("  "));
 for (const error of errors) console.log(`error: ${error}`);
