@@ -277,7 +277,13 @@ export class Scheduler {
       // response before tokens arrive, and requests arriving in the same tick are admitted together.
       do {
         await new Promise<void>((resolve) => setImmediate(resolve));
-        this.iterate();
+        try {
+          this.iterate();
+        } catch (error) {
+          // Model failures are handled per batch inside iterate(); anything else ends the running sequences
+          // rather than the process, and the loop goes on with the queue.
+          for (const s of [...this.active]) this.finish(s, "error", error as Error);
+        }
       } while (this.queue.length > 0 || this.active.length > 0);
     } finally {
       this.looping = false;

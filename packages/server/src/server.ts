@@ -321,7 +321,12 @@ export class MoaServer {
       this.send(res, 200, JSON.stringify({ object: "list", data: [card] }), "application/json");
       return;
     }
-    const id = decodeURIComponent(path.slice("/v1/models/".length));
+    let id: string;
+    try {
+      id = decodeURIComponent(path.slice("/v1/models/".length));
+    } catch {
+      id = path.slice("/v1/models/".length);
+    }
     if (id !== this.modelName) throw this.modelNotFound(id);
     this.send(res, 200, JSON.stringify(card), "application/json");
   }

@@ -203,4 +203,33 @@ describe("Scheduler", () => {
     expect(model.cache.freeSlots()).toBe(2);
     expect(scheduler.stats().kvUsedBytes).toBe(0);
   });
+  it("a model failure ends the sequences of that step with 'error', frees their slots, and serving goes on", async () => {
+    const scheduler = new Scheduler(model, {
+      sequenceBytes: model.cache.slotBytes(),
+      maxQueue: 4,
+      maxPrefillTokens: 512,
+    });
+    const transformer = model.transformer;
+    const decode = transformer.decode;
+    let failures = 0;
+    transformer.decode = (...args: Parameters<typeof decode>) => {
+      if (failures++ === 0) throw new Error("injected device fault");
+      return decode.apply(transformer, args);
+    };
+    try {
+      const broken = track();
+      scheduler.submit([spec("x = 1", 10)], [broken.listener]);
+      const result = await broken.result;
+      expect(result.finishReason).toBe("error");
+      expect(result.error?.message).toBe("injected device fault");
+      expect(model.cache.freeSlots()).toBe(2);
+      const next = track();
+      scheduler.submit([spec("x = 1", 10)], [next.listener]);
+      expect((await next.result).text).toBe(
+        (await generateText(reference, "x = 1", { maxNewTokens: 10 })).text,
+      );
+    } finally {
+      transformer.decode = decode;
+    }
+  });
 });

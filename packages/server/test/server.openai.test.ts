@@ -398,6 +398,27 @@ describe("errors in OpenAI's shape", () => {
     expect(badIds.body.error.message).toMatch(/token ids must be in \[0, 4095\]/);
   });
 
+  it("a model failure answers 500 server_error, and the next request is served", async () => {
+    const transformer = running.model.transformer;
+    const prefill = transformer.prefill;
+    transformer.prefill = () => {
+      throw new Error("injected device fault");
+    };
+    try {
+      const failed = await client.completions
+        .create({ model: "moa-nano", prompt: "x", max_tokens: 2 })
+        .catch((e: unknown) => e);
+      expect(failed).toBeInstanceOf(OpenAI.InternalServerError);
+      expect((failed as APIError).type).toBe("server_error");
+      expect((failed as APIError).message).toMatch(/injected device fault/);
+    } finally {
+      transformer.prefill = prefill;
+    }
+    expect(running.model.cache.freeSlots()).toBe(running.model.cache.slots);
+    const ok = await client.completions.create({ model: "moa-nano", prompt: "x", max_tokens: 2 });
+    expect(ok.choices[0]!.finish_reason).toBe("length");
+  });
+
   it("the openai client raises its typed errors", async () => {
     await expect(
       client.completions.create({ model: "moa-nano", prompt: "x", top_p: 0 }),
