@@ -3,6 +3,7 @@ import { generateCommand } from "./commands/generate.js";
 import { optimizeCommand } from "./commands/optimize.js";
 import { planConvertCommand } from "./commands/plan-convert.js";
 import { planInspectCommand } from "./commands/plan-inspect.js";
+import { serveCommand } from "./commands/serve.js";
 
 /** Every `moa` subcommand, in the order `moa --help` lists them. */
 export const commands: readonly Command[] = [
@@ -10,4 +11,5 @@ export const commands: readonly Command[] = [
   planInspectCommand,
   planConvertCommand,
   generateCommand,
+  serveCommand,
 ];
