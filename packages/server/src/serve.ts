@@ -63,6 +63,13 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
   const config = await readModelConfig(options.modelDir);
   const plan = options.plan !== undefined ? await readPlan(options.plan) : undefined;
   const maxLength = options.maxLength ?? config.contextLength;
+  if (!Number.isSafeInteger(maxLength) || maxLength < 2 || maxLength > config.contextLength) {
+    throw new MoaError(
+      "E_ARGUMENT",
+      `server: maxLength = ${maxLength}: must be an integer in [2, ${config.contextLength}] (${config.source}: ${config.contextField} = ${config.contextLength})`,
+      { source: "server", field: "maxLength" },
+    );
+  }
   const sequenceBytes = sequenceKvBytes(config.shape(), plan, maxLength);
   const budget = kvBudget(sequenceBytes, options.maxBatch ?? DEFAULT_MAX_BATCH, options.kvBudgetBytes);
   const model = await loadModel(options.modelDir, {
@@ -82,7 +89,7 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
       );
     }
     const host = options.host ?? DEFAULT_HOST;
-    server = new MoaServer(model, { ...options, sequenceBytes, kvBudgetBytes: budget.budgetBytes });
+    server = new MoaServer(model, { ...options, kvBudgetBytes: budget.budgetBytes });
     if (!isLoopback(host) && (options.apiKey ?? "") === "") {
       options.log?.(
         `moa serve: warning: listening on ${host} without an API key; anyone who can reach this port can use the model (pass --api-key)`,

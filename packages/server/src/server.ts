@@ -47,8 +47,6 @@ export interface MoaServerOptions {
   readonly chatTemplate?: string;
   /** Where the chat template came from, for error messages (default "--chat-template"). */
   readonly chatTemplateSource?: string;
-  /** Exact KV bytes per sequence (default: the loaded cache's bytes per slot). */
-  readonly sequenceBytes?: number;
   /** The KV budget reported on /metrics (default: the allocated cache). */
   readonly kvBudgetBytes?: number;
   /** How long `close()` lets running requests finish before cancelling them (default 30 s). */
@@ -137,7 +135,8 @@ export class MoaServer {
             options.chatTemplateSource ?? "--chat-template",
           )
         : model.chatTemplate;
-    const sequenceBytes = options.sequenceBytes ?? model.cache.slotBytes();
+    // Admission charges each sequence the bytes its cache slot really occupies (the runtime's own accounting).
+    const sequenceBytes = model.cache.slotBytes();
     this.kvBudgetBytes = options.kvBudgetBytes ?? sequenceBytes * model.cache.slots;
     this.metrics = new ServerMetrics({
       stats: () => this.scheduler.stats(),

@@ -7,6 +7,7 @@ import {
   kvBudget,
   parseByteSize,
   sequenceKvBytes,
+  serve,
 } from "../src/index.js";
 import { MOA_NANO, nanoPlan } from "./helpers.js";
 
@@ -55,6 +56,15 @@ describe("KV budget", () => {
       capacityBytes: 3000,
     });
     expect(kvBudget(1000, 2, 1_000_000).slots).toBe(2);
+  });
+
+  it("serve() refuses a max length beyond the model's context and a budget below one sequence, before loading", async () => {
+    await expect(serve({ modelDir: MOA_NANO, backend: "cpu", maxLength: 4096, port: 0 })).rejects.toThrow(
+      /maxLength = 4096: must be an integer in \[2, 2048\].*max_position_embeddings = 2048/,
+    );
+    await expect(
+      serve({ modelDir: MOA_NANO, backend: "cpu", maxLength: 256, kvBudgetBytes: 1000, port: 0 }),
+    ).rejects.toThrow(/kvBudget = 1000 bytes is less than one sequence needs \(2097152 bytes/);
   });
 
   it("refuses a budget below one sequence, naming the bytes one needs", () => {
