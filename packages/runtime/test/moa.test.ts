@@ -88,49 +88,79 @@ describe("a plan whose spans cover the input", () => {
   }
 });
 
-describe.each([
-  { name: "moa-nano", prompt: 200, maxAlpha: 256, maxBeta: 0.25, seeds: [1, 2] },
-  { name: "random-llama31", prompt: 40, maxAlpha: 96, maxBeta: 0.25, seeds: [3, 4] },
-] as const)("ring-buffer decode on $name", ({ name, prompt, maxAlpha, maxBeta, seeds }) => {
+interface RingCase {
+  name: "moa-nano" | "random-llama31";
+  maxAlpha: number;
+  maxBeta: number;
+  /** Short prompts fill the rings during decode; long ones (`overflows`) already overflow them in prefill. */
+  runs: Array<{ seed: number; prompt: number; overflows: boolean }>;
+}
+
+const RING_CASES: RingCase[] = [
+  {
+    name: "moa-nano",
+    maxAlpha: 256,
+    maxBeta: 0.25,
+    runs: [
+      { seed: 1, prompt: 200, overflows: false },
+      { seed: 2, prompt: 700, overflows: true },
+    ],
+  },
+  {
+    name: "random-llama31",
+    maxAlpha: 96,
+    maxBeta: 0.25,
+    runs: [
+      { seed: 3, prompt: 40, overflows: false },
+      { seed: 4, prompt: 200, overflows: true },
+    ],
+  },
+];
+
+describe.each(RING_CASES)("ring-buffer decode on $name", ({ name, maxAlpha, maxBeta, runs }) => {
   const ids = referenceVectors().models[name].input_ids;
   let shape: ModelShape;
   beforeAll(async () => {
     shape = (await readModelConfig(fixtureDir(name))).shape();
   });
 
-  it.each(seeds)("equals a full prefill under the window mask (random plan, seed %i)", async (seed) => {
-    const plan = randomPlan(shape, seed, maxAlpha, maxBeta);
-    const model = await loadModel(fixtureDir(name), { backend: "cpu", plan, maxLength: ids.length });
-    try {
-      // The rings are shorter than the sequence, so decode overwrites entries as it goes.
-      const rings = model.cache.layers.flatMap((layer) => Array.from(layer.ringCap));
-      expect(Math.min(...rings) + DEFAULT_GEOMETRY.sinkTokens).toBeLessThan(ids.length);
-      const vocab = model.config.vocabSize;
-      const full = model.logits(ids, { maskMode: "window" });
+  it.each(runs)(
+    "equals a full prefill under the window mask (random plan, seed $seed, prompt $prompt)",
+    async ({ seed, prompt, overflows }) => {
+      const plan = randomPlan(shape, seed, maxAlpha, maxBeta);
+      const model = await loadModel(fixtureDir(name), { backend: "cpu", plan, maxLength: ids.length });
+      try {
+        // The rings are shorter than the sequence, so decode overwrites entries as it goes.
+        const rings = model.cache.layers.flatMap((layer) => Array.from(layer.ringCap));
+        expect(Math.min(...rings) + DEFAULT_GEOMETRY.sinkTokens).toBeLessThan(ids.length);
+        const vocab = model.config.vocabSize;
+        const full = model.logits(ids, { maskMode: "window" });
 
-      const slot = model.cache.allocateSlot();
-      const [last] = model.transformer.prefill([{ slot, tokens: ids.slice(0, prompt) }], {
-        logits: "last",
-        maskMode: "window",
-      });
-      let worst = maxAbsDiff(last!, full.subarray((prompt - 1) * vocab, prompt * vocab));
-      let argmaxAgree = 0;
-      for (let p = prompt; p < ids.length; p++) {
-        const step = model.transformer.decode(Int32Array.of(slot), [ids[p]!]);
-        const expected = full.subarray(p * vocab, (p + 1) * vocab);
-        worst = Math.max(worst, maxAbsDiff(step, expected));
-        if (argmaxOf(step) === argmaxOf(expected)) argmaxAgree++;
+        if (overflows) expect(Math.max(...rings) + DEFAULT_GEOMETRY.sinkTokens).toBeLessThan(prompt);
+        const slot = model.cache.allocateSlot();
+        const [last] = model.transformer.prefill([{ slot, tokens: ids.slice(0, prompt) }], {
+          logits: "last",
+          maskMode: "window",
+        });
+        let worst = maxAbsDiff(last!, full.subarray((prompt - 1) * vocab, prompt * vocab));
+        let argmaxAgree = 0;
+        for (let p = prompt; p < ids.length; p++) {
+          const step = model.transformer.decode(Int32Array.of(slot), [ids[p]!]);
+          const expected = full.subarray(p * vocab, (p + 1) * vocab);
+          worst = Math.max(worst, maxAbsDiff(step, expected));
+          if (argmaxOf(step) === argmaxOf(expected)) argmaxAgree++;
+        }
+        model.cache.releaseSlot(slot);
+        expect(worst).toBeLessThan(1e-4);
+        expect(argmaxAgree).toBe(ids.length - prompt);
+      } finally {
+        model.dispose();
       }
-      model.cache.releaseSlot(slot);
-      expect(worst).toBeLessThan(1e-4);
-      expect(argmaxAgree).toBe(ids.length - prompt);
-    } finally {
-      model.dispose();
-    }
-  });
+    },
+  );
 
   it("differs from dense once windows drop tokens (the plan is in effect)", async () => {
-    const plan = randomPlan(shape, seeds[0], maxAlpha, maxBeta);
+    const plan = randomPlan(shape, runs[0]!.seed, maxAlpha, maxBeta);
     const sparse = await loadModel(fixtureDir(name), { backend: "cpu", plan, maxLength: ids.length });
     const dense = await loadModel(fixtureDir(name), { backend: "cpu", maxLength: ids.length });
     try {
