@@ -7,7 +7,7 @@
  *   node --import tsx bench/cpu-throughput.ts --prompt 1024 --decode 32 --repeat 5 --models moa-nano
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { cpus, totalmem } from "node:os";
+import { cpus, loadavg, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -79,6 +79,8 @@ interface Row {
   cacheBytes8k: number;
 }
 
+// Other processes on the machine slow every number down: the 1-minute load average is recorded with them.
+const loadBefore = loadavg()[0]!;
 const backend = loadBackend("cpu");
 const rows: Row[] = [];
 const errors: string[] = [];
@@ -159,6 +161,9 @@ console.log(
   `CPU throughput, ${backend.deviceName}: prefill of ${promptLength} tokens (best of ${repeat}), decode after it (median of ${repeat}×${decodeSteps} steps); batch 1, fp32 KV cache`,
 );
 for (const row of table) console.log(row.map((cell, c) => cell.padEnd(widths[c]!)).join("  "));
+console.log(
+  `load average (1 min) before/after: ${loadBefore.toFixed(2)} / ${loadavg()[0]!.toFixed(2)} on ${cpus().length} cores`,
+);
 for (const error of errors) console.log(`error: ${error}`);
 
 const packageJson = JSON.parse(readFileSync(join(here, "../package.json"), "utf8")) as { version: string };
@@ -171,7 +176,13 @@ writeFileSync(
       bench: "runtime cpu-throughput",
       date: new Date().toISOString(),
       command: `node --import tsx bench/cpu-throughput.ts ${process.argv.slice(2).join(" ")}`.trim(),
-      machine: { cpu: cpus()[0]?.model ?? "unknown", cores: cpus().length, memoryBytes: totalmem() },
+      machine: {
+        cpu: cpus()[0]?.model ?? "unknown",
+        cores: cpus().length,
+        memoryBytes: totalmem(),
+        loadAverageBefore: loadBefore,
+        loadAverageAfter: loadavg()[0],
+      },
       device: backend.deviceName,
       versions: { node: process.version, "@moa/runtime": packageJson.version },
       promptTokens: promptLength,
