@@ -6,7 +6,7 @@
  * Without a plan the cache is dense: one region of `maxLength` entries per (slot, KV head).
  */
 import { MoaError, type MoaPlan, spanBlocks } from "@moa/core";
-import type { Backend, KvCacheLayer, Tensor } from "@moa/kernels-cuda";
+import type { Backend, KvCacheLayer } from "@moa/kernels-cuda";
 
 export const E_CAPACITY = "E_CAPACITY";
 
@@ -235,8 +235,8 @@ export class KvCache {
     if (this.disposed) return;
     this.disposed = true;
     for (const layer of this.layers) {
-      this.backend.free(layer.k as Tensor);
-      this.backend.free(layer.v as Tensor);
+      this.backend.free(layer.k);
+      this.backend.free(layer.v);
     }
   }
 }

@@ -216,30 +216,32 @@ export async function uploadWeights(
     throw error;
   }
   const get = (name: string): Tensor => byName.get(name)!;
-  const optional = (name: string): Tensor | undefined => byName.get(name);
+  /** `{ [key]: tensor }` when the checkpoint has it (biases), else `{}`. */
+  const optional = <K extends string>(key: K, name: string): Partial<Record<K, Tensor>> => {
+    const t = byName.get(name);
+    return t === undefined ? {} : ({ [key]: t } as Record<K, Tensor>);
+  };
   const layers: LayerWeights[] = [];
   for (let l = 0; l < config.layers; l++) {
     const p = `model.layers.${l}.`;
-    const layer: Record<string, Tensor | undefined> = {
+    layers.push({
       inputNorm: get(`${p}input_layernorm.weight`),
       q: get(`${p}self_attn.q_proj.weight`),
       k: get(`${p}self_attn.k_proj.weight`),
       v: get(`${p}self_attn.v_proj.weight`),
       o: get(`${p}self_attn.o_proj.weight`),
-      qBias: optional(`${p}self_attn.q_proj.bias`),
-      kBias: optional(`${p}self_attn.k_proj.bias`),
-      vBias: optional(`${p}self_attn.v_proj.bias`),
-      oBias: optional(`${p}self_attn.o_proj.bias`),
+      ...optional("qBias", `${p}self_attn.q_proj.bias`),
+      ...optional("kBias", `${p}self_attn.k_proj.bias`),
+      ...optional("vBias", `${p}self_attn.v_proj.bias`),
+      ...optional("oBias", `${p}self_attn.o_proj.bias`),
       postNorm: get(`${p}post_attention_layernorm.weight`),
       gate: get(`${p}mlp.gate_proj.weight`),
       up: get(`${p}mlp.up_proj.weight`),
       down: get(`${p}mlp.down_proj.weight`),
-      gateBias: optional(`${p}mlp.gate_proj.bias`),
-      upBias: optional(`${p}mlp.up_proj.bias`),
-      downBias: optional(`${p}mlp.down_proj.bias`),
-    };
-    for (const key of Object.keys(layer)) if (layer[key] === undefined) delete layer[key];
-    layers.push(layer as unknown as LayerWeights);
+      ...optional("gateBias", `${p}mlp.gate_proj.bias`),
+      ...optional("upBias", `${p}mlp.up_proj.bias`),
+      ...optional("downBias", `${p}mlp.down_proj.bias`),
+    });
   }
   const embed = get("model.embed_tokens.weight");
   return {
