@@ -4,8 +4,10 @@
  * Tensors are opaque handles owned by a backend; every op writes into a preallocated `out`, so a forward
  * pass allocates nothing per token. Row-major layouts, shapes listed outermost first.
  *
- * Dtypes: activations, outputs and KV caches are f32; weights (matmul w and bias, embedding table, RMSNorm
- * weight) may be f32, bf16 or f16 and are widened on the fly; ids and positions are i32. Every op checks its
+ * Dtypes: activations and outputs are f32; KV caches f32, or bf16 on CUDA (`kvCacheDtype`); weights (matmul w
+ * and bias, embedding table, RMSNorm weight) may be f32, bf16 or f16 and are widened on the fly (CUDA: matmul
+ * rounds x to a 16-bit weight's type and accumulates in fp32, attention runs its products in bf16 with fp32
+ * softmax and accumulation); ids and positions are i32. Every op checks its
  * arguments and throws an Error naming the op and the tensors' dtypes and shapes.
  */
 
@@ -60,6 +62,10 @@ export interface Backend {
   readonly name: "cpu" | "cuda";
   /** Human-readable device, e.g. "CPU (16 threads)" or "NVIDIA H100 80GB HBM3". */
   readonly deviceName: string;
+  /** The element type this backend's KV caches should use: "f32" on the CPU reference; "bf16" on CUDA
+   *  (decode attention is bound by reading the cache, so half the bytes is about twice the speed). Every op
+   *  that takes a cache accepts f32 caches; bf16 caches are CUDA-only. */
+  readonly kvCacheDtype: "f32" | "bf16";
 
   /** Zero-initialised tensor. */
   empty(dtype: DType, shape: readonly number[]): Tensor;
@@ -72,6 +78,9 @@ export interface Backend {
   write(t: Tensor, data: HostArray, elementOffset?: number): void;
   /** A view of rows [rowStart, rowStart+rows) of a tensor's first dimension, sharing storage. */
   rows(t: Tensor, rowStart: number, rows: number): Tensor;
+  /** A view of the same elements with another shape (same element count), sharing storage: e.g. a projection
+   *  output [T, heads·headDim] as [T, heads, headDim] for rope and attention. */
+  reshape(t: Tensor, shape: readonly number[]): Tensor;
   /** Release a tensor's storage (idempotent). Freeing a view only retires the view; after freeing the owner,
    *  the owner and all its views are refused by every op. */
   free(t: Tensor): void;
@@ -85,7 +94,9 @@ export interface Backend {
   rmsNorm(out: Tensor, x: Tensor, weight: Tensor, eps: number): void;
   /** In place on x[t, heads, headDim]: Hugging Face rotate-half RoPE with inverse frequencies invFreq[headDim/2]
    *  (llama3 scaling is folded into invFreq by the caller) and cos/sin multiplied by attentionScale.
-   *  A shorter invFreq[r] (partial rotary) rotates the first 2r dims of each head and leaves the rest. */
+   *  A shorter invFreq[r] (partial rotary) rotates the first 2r dims of each head and leaves the rest.
+   *  Positions may be negative: the angle of −p is exactly minus the angle of p, so rope at −p with the same
+   *  attentionScale is the transpose of rope at p — its backward (dx = scale · R(−θ) · dy). */
   rope(x: Tensor, positions: Tensor, invFreq: Tensor, attentionScale: number): void;
   /** out = silu(gate) · up, elementwise. */
   siluMul(out: Tensor, gate: Tensor, up: Tensor): void;
@@ -99,6 +110,8 @@ export interface Backend {
    * q[T, Hq, D], k/v[T, Hkv, D], out[T, Hq, D]; cuSeqlens i32 [B+1] (host array, 0 … T, non-decreasing)
    * gives each sequence's rows.
    * GQA: query head h reads KV head floor(h / (Hq/Hkv)). mask undefined = dense causal.
+   * stats f32 [T, Hq, 2], when given (dense attention only), receives each row's softmax statistics for
+   * `attentionBackward`: the max m of the scaled scores and l = Σ_j e^(score_j − m).
    */
   attentionPrefill(
     out: Tensor,
@@ -108,6 +121,7 @@ export interface Backend {
     cuSeqlens: Int32Array,
     scale: number,
     mask?: MoaMask,
+    stats?: Tensor,
   ): void;
 
   /** Store k/v[T, Hkv, D] of tokens at absolute positions[T] (host) of sequence slots[T] (host) into the cache. */
@@ -129,4 +143,45 @@ export interface Backend {
     scale: number,
     mask?: MoaMask,
   ): void;
+
+  // ---- backward, for profiling: activation gradients only, no weight gradients (DESIGN.md: Kernels) ----
+
+  /** dx[m,k] = dy[m,n] · w, or dx += dy · w with `accumulate`: the input gradient of `matmul` (w [n,k] in
+   *  f32/bf16/f16, as there; a bias has no input gradient). dx must not overlap dy. */
+  matmulBackward(dx: Tensor, dy: Tensor, w: Tensor, accumulate?: boolean): void;
+  /** The input gradient of `rmsNorm` given the output gradient dy: with r = 1/sqrt(mean(x²) + eps) per row,
+   *  dx = r·(weight ⊙ dy) − x · r³/dim · Σ(x ⊙ weight ⊙ dy). dx must not overlap dy or x. */
+  rmsNormBackward(dx: Tensor, dy: Tensor, x: Tensor, weight: Tensor, eps: number): void;
+  /** The gradients of out = silu(gate) · up given dOut: dUp = dOut · silu(gate),
+   *  dGate = dOut · up · σ(gate)(1 + gate(1 − σ(gate))). Outputs must not overlap the inputs or each other. */
+  siluMulBackward(dGate: Tensor, dUp: Tensor, dOut: Tensor, gate: Tensor, up: Tensor): void;
+  /**
+   * Backward of dense causal `attentionPrefill` over packed sequences, with the MoA attention influence
+   * (DESIGN.md: Attention influence). q/k/v/cuSeqlens/scale as in the forward, out its output and stats its
+   * softmax statistics [T, Hq, 2], dOut [T, Hq, D] the output gradient. Writes dq [T, Hq, D] and dk/dv
+   * [T, Hkv, D] (GQA: summed over the query heads of each KV head). P is recomputed tile by tile; nothing
+   * T×T is stored.
+   * influence f32 [B, Hq, nb, nb] (B sequences, nb ≥ ceil(longest/64)), when given: for every causal 64×64
+   * block (qb, kb) of sequence b and query head h, Σ|E_ij| over the block is ADDED to influence[b, h, qb, kb],
+   * with A = P, G = dL/dA = dOut_i·v_j, S_i = dOut_i·out_i, E_ij = −A_ij (G_ij − S_i)/(1 − A_ij + eps),
+   * row 0: E_0j = G_0j A_0j, eps = fp32 machine epsilon. Entries outside the causal blocks are left alone.
+   */
+  attentionBackward(
+    dq: Tensor,
+    dk: Tensor,
+    dv: Tensor,
+    dOut: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    stats: Tensor,
+    cuSeqlens: Int32Array,
+    scale: number,
+    influence?: Tensor,
+  ): void;
+  /** Cross-entropy of logits[rows, vocab] against targets i32 [rows], fp32 with max subtraction:
+   *  losses[r] = logsumexp(logits[r]) − logits[r, targets[r]], dLogits = (softmax(logits) − onehot) · gradScale
+   *  (gradScale = 1/rows gives the gradient of the mean). */
+  crossEntropy(losses: Tensor, dLogits: Tensor, logits: Tensor, targets: Tensor, gradScale: number): void;
 }

@@ -131,6 +131,29 @@ export abstract class NativeBackend implements Backend {
     );
   }
 
+  reshape(t: Tensor, shape: readonly number[]): Tensor {
+    const args = new OpArgs("reshape", this.name, { t });
+    const tensor = args.tensor("t", t, DTYPES);
+    if (!Array.isArray(shape) || !shape.every((dim) => Number.isSafeInteger(dim) && dim >= 0)) {
+      args.fail(`shape must be a list of integers ≥ 0, got [${String(shape)}]`, RangeError);
+    }
+    if (elementCount(shape) !== tensor.elementCount) {
+      args.fail(
+        `[${shape.join(", ")}] holds ${elementCount(shape)} elements, the tensor ${tensor.elementCount}`,
+      );
+    }
+    return new NativeTensor(
+      tensor.dtype,
+      [...shape],
+      tensor.device,
+      tensor.byteLength,
+      tensor.storage,
+      tensor.byteOffset,
+      true,
+      tensor.handle,
+    );
+  }
+
   free(t: Tensor): void {
     if (!(t instanceof NativeTensor) || t.device !== this.name) {
       throw new TypeError(`free: not a tensor of the ${this.name} backend`);
@@ -266,8 +289,9 @@ export abstract class NativeBackend implements Backend {
     cuSeqlens: Int32Array,
     scale: number,
     mask?: MoaMask,
+    stats?: Tensor,
   ): void {
-    const args = new OpArgs("attentionPrefill", this.name, { out, q, k, v });
+    const args = new OpArgs("attentionPrefill", this.name, { out, q, k, v, stats });
     const o = args.tensor("out", out, F32);
     const qt = args.tensor("q", q, F32);
     const kt = args.tensor("k", k, F32);
@@ -301,6 +325,37 @@ export abstract class NativeBackend implements Backend {
         args.fail(`cuSeqlens must not decrease, got [${cuSeqlens.join(", ")}]`);
     }
     args.finite("scale", scale);
+    if (stats !== undefined) {
+      const st = args.tensor("stats", stats, F32);
+      args.shape("stats", st, [tokens, queryHeads, 2]);
+      if (mask !== undefined)
+        args.fail("stats are for attentionBackward, which is dense: pass mask undefined");
+      for (const [name, t] of [
+        ["out", o],
+        ["q", qt],
+        ["k", kt],
+        ["v", vt],
+      ] as const) {
+        args.noOverlap("stats", st, name, t);
+      }
+      this.execute(false, [qt, kt, vt], [o, st], (ref) =>
+        this.addon.attentionPrefillStats(
+          ref(o),
+          ref(st),
+          ref(qt),
+          ref(kt),
+          ref(vt),
+          cuSeqlens,
+          sequences,
+          tokens,
+          queryHeads,
+          kvHeads,
+          headDim,
+          scale,
+        ),
+      );
+      return;
+    }
     if (mask !== undefined) args.mask(mask, queryHeads, ["block", "window"]);
     const nativeMask = toNativeMask(mask);
     this.execute(false, [qt, kt, vt], [o], (ref) =>
@@ -318,6 +373,213 @@ export abstract class NativeBackend implements Backend {
         scale,
         nativeMask,
       ),
+    );
+  }
+
+  // ---- backward ops (profiling) ----
+
+  matmulBackward(dx: Tensor, dy: Tensor, w: Tensor, accumulate = false): void {
+    const args = new OpArgs("matmulBackward", this.name, { dx, dy, w });
+    const o = args.tensor("dx", dx, F32);
+    const dyt = args.tensor("dy", dy, F32);
+    const wt = args.tensor("w", w, WEIGHT_DTYPES);
+    args.minRank("dy", dyt, 1);
+    args.rank("w", wt, 2);
+    const [n, k] = wt.shape as [number, number];
+    if (lastDim(dyt.shape) !== n)
+      args.fail(`dy's last dim (${lastDim(dyt.shape)}) must equal w's first dim (${n})`);
+    args.shape("dx", o, [...dyt.shape.slice(0, -1), k]);
+    if (typeof accumulate !== "boolean") args.fail("accumulate must be a boolean", TypeError);
+    args.noOverlap("dx", o, "dy", dyt);
+    args.noOverlap("dx", o, "w", wt);
+    const m = leadingCount(dyt.shape);
+    this.execute(false, [dyt, wt], [o], (ref) =>
+      this.addon.matmulBackward(ref(o), ref(dyt), ref(wt), DTYPE_CODE[wt.dtype], m, n, k, accumulate),
+    );
+  }
+
+  rmsNormBackward(dx: Tensor, dy: Tensor, x: Tensor, weight: Tensor, eps: number): void {
+    const args = new OpArgs("rmsNormBackward", this.name, { dx, dy, x, weight });
+    const o = args.tensor("dx", dx, F32);
+    const dyt = args.tensor("dy", dy, F32);
+    const xt = args.tensor("x", x, F32);
+    const wt = args.tensor("weight", weight, WEIGHT_DTYPES);
+    args.minRank("x", xt, 1);
+    args.sameShape("dy", dyt, "x", xt);
+    args.sameShape("dx", o, "x", xt);
+    const dim = lastDim(xt.shape);
+    args.shape("weight", wt, [dim]);
+    args.finite("eps", eps);
+    if (eps < 0) args.fail(`eps must be ≥ 0, got ${eps}`);
+    args.noOverlap("dx", o, "dy", dyt);
+    args.noOverlap("dx", o, "x", xt);
+    const rows = leadingCount(xt.shape);
+    this.execute(false, [dyt, xt, wt], [o], (ref) =>
+      this.addon.rmsNormBackward(ref(o), ref(dyt), ref(xt), ref(wt), DTYPE_CODE[wt.dtype], rows, dim, eps),
+    );
+  }
+
+  siluMulBackward(dGate: Tensor, dUp: Tensor, dOut: Tensor, gate: Tensor, up: Tensor): void {
+    const args = new OpArgs("siluMulBackward", this.name, { dGate, dUp, dOut, gate, up });
+    const dg = args.tensor("dGate", dGate, F32);
+    const du = args.tensor("dUp", dUp, F32);
+    const d = args.tensor("dOut", dOut, F32);
+    const g = args.tensor("gate", gate, F32);
+    const u = args.tensor("up", up, F32);
+    for (const [name, t] of [
+      ["dGate", dg],
+      ["dUp", du],
+      ["gate", g],
+      ["up", u],
+    ] as const) {
+      args.sameShape("dOut", d, name, t);
+    }
+    args.noOverlap("dGate", dg, "dUp", du);
+    for (const [name, t] of [
+      ["dOut", d],
+      ["gate", g],
+      ["up", u],
+    ] as const) {
+      args.noOverlap("dGate", dg, name, t);
+      args.noOverlap("dUp", du, name, t);
+    }
+    this.execute(false, [d, g, u], [dg, du], (ref) =>
+      this.addon.siluMulBackward(ref(dg), ref(du), ref(d), ref(g), ref(u), d.elementCount),
+    );
+  }
+
+  attentionBackward(
+    dq: Tensor,
+    dk: Tensor,
+    dv: Tensor,
+    dOut: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    stats: Tensor,
+    cuSeqlens: Int32Array,
+    scale: number,
+    influence?: Tensor,
+  ): void {
+    const args = new OpArgs("attentionBackward", this.name, {
+      dq,
+      dk,
+      dv,
+      dOut,
+      q,
+      k,
+      v,
+      out,
+      stats,
+      influence,
+    });
+    const dqt = args.tensor("dq", dq, F32);
+    const dkt = args.tensor("dk", dk, F32);
+    const dvt = args.tensor("dv", dv, F32);
+    const dot = args.tensor("dOut", dOut, F32);
+    const qt = args.tensor("q", q, F32);
+    const kt = args.tensor("k", k, F32);
+    const vt = args.tensor("v", v, F32);
+    const ot = args.tensor("out", out, F32);
+    const st = args.tensor("stats", stats, F32);
+    args.rank("q", qt, 3);
+    args.rank("k", kt, 3);
+    const [tokens, queryHeads, headDim] = qt.shape as [number, number, number];
+    const kvHeads = kt.shape[1]!;
+    if (kt.shape[0] !== tokens || kt.shape[2] !== headDim) {
+      args.fail("k and v must be [tokens, kvHeads, headDim] with q's tokens and headDim");
+    }
+    if (kvHeads < 1 || queryHeads % kvHeads !== 0) {
+      args.fail(`query heads (${queryHeads}) must be a multiple of KV heads (${kvHeads})`);
+    }
+    args.sameShape("k", kt, "v", vt);
+    args.sameShape("dk", dkt, "k", kt);
+    args.sameShape("dv", dvt, "k", kt);
+    args.sameShape("dq", dqt, "q", qt);
+    args.sameShape("dOut", dot, "q", qt);
+    args.sameShape("out", ot, "q", qt);
+    args.shape("stats", st, [tokens, queryHeads, 2]);
+    const sequences = checkCuSeqlens(args, cuSeqlens, tokens);
+    args.finite("scale", scale);
+    let longest = 0;
+    for (let s = 0; s < sequences; s++) longest = Math.max(longest, cuSeqlens[s + 1]! - cuSeqlens[s]!);
+    let blocks = 0;
+    let it: NativeTensor | undefined;
+    if (influence !== undefined) {
+      it = args.tensor("influence", influence, F32);
+      args.rank("influence", it, 4);
+      blocks = it.shape[2]!;
+      if (!sameDims(it.shape, [sequences, queryHeads, blocks, blocks]) || blocks < Math.ceil(longest / 64)) {
+        args.fail(
+          `influence must be [${sequences}, ${queryHeads}, nb, nb] (sequences, query heads) with nb ≥ ` +
+            `${Math.ceil(longest / 64)} (64-token blocks of the longest sequence)`,
+        );
+      }
+    }
+    const outputs: [string, NativeTensor][] = [
+      ["dq", dqt],
+      ["dk", dkt],
+      ["dv", dvt],
+    ];
+    if (it) outputs.push(["influence", it]);
+    const inputs: [string, NativeTensor][] = [
+      ["dOut", dot],
+      ["q", qt],
+      ["k", kt],
+      ["v", vt],
+      ["out", ot],
+      ["stats", st],
+    ];
+    for (const [i, [name, t]] of outputs.entries()) {
+      for (const [other, u] of [...inputs, ...outputs.slice(i + 1)]) args.noOverlap(name, t, other, u);
+    }
+    this.execute(
+      false,
+      inputs.map(([, t]) => t),
+      outputs.map(([, t]) => t),
+      (ref) =>
+        this.addon.attentionBackward(
+          ref(dqt),
+          ref(dkt),
+          ref(dvt),
+          it ? ref(it) : null,
+          ref(dot),
+          ref(qt),
+          ref(kt),
+          ref(vt),
+          ref(ot),
+          ref(st),
+          cuSeqlens,
+          sequences,
+          tokens,
+          queryHeads,
+          kvHeads,
+          headDim,
+          scale,
+          blocks,
+        ),
+    );
+  }
+
+  crossEntropy(losses: Tensor, dLogits: Tensor, logits: Tensor, targets: Tensor, gradScale: number): void {
+    const args = new OpArgs("crossEntropy", this.name, { losses, dLogits, logits, targets });
+    const lt = args.tensor("losses", losses, F32);
+    const dt = args.tensor("dLogits", dLogits, F32);
+    const xt = args.tensor("logits", logits, F32);
+    const tt = args.tensor("targets", targets, I32);
+    args.rank("logits", xt, 2);
+    const [rows, vocab] = xt.shape as [number, number];
+    if (vocab < 1) args.fail("logits need at least one column");
+    args.sameShape("dLogits", dt, "logits", xt);
+    args.shape("targets", tt, [rows]);
+    args.shape("losses", lt, [rows]);
+    args.finite("gradScale", gradScale);
+    args.noOverlap("dLogits", dt, "logits", xt);
+    args.noOverlap("losses", lt, "logits", xt);
+    args.noOverlap("losses", lt, "dLogits", dt);
+    this.execute(false, [xt, tt], [lt, dt], (ref) =>
+      this.addon.crossEntropy(ref(lt), ref(dt), ref(xt), ref(tt), rows, vocab, gradScale),
     );
   }
 
@@ -417,6 +679,20 @@ export abstract class NativeBackend implements Backend {
     }
     return { k, v, slots: cache.regionOffset.length / cache.kvHeads };
   }
+}
+
+/** Checks cuSeqlens (0 … tokens, non-decreasing) and returns the number of sequences. */
+function checkCuSeqlens(args: OpArgs, cuSeqlens: Int32Array, tokens: number): number {
+  args.int32Array("cuSeqlens", cuSeqlens);
+  const sequences = cuSeqlens.length - 1;
+  if (sequences < 1 || cuSeqlens[0] !== 0 || cuSeqlens[sequences] !== tokens) {
+    args.fail(`cuSeqlens must run from 0 to the ${tokens} tokens, got [${cuSeqlens.join(", ")}]`);
+  }
+  for (let s = 0; s < sequences; s++) {
+    if (cuSeqlens[s + 1]! < cuSeqlens[s]!)
+      args.fail(`cuSeqlens must not decrease, got [${cuSeqlens.join(", ")}]`);
+  }
+  return sequences;
 }
 
 function toNativeMask(mask: MoaMask | undefined): NativeMask | null {

@@ -75,6 +75,77 @@ export interface NativeAddon {
     scale: number,
     mask: NativeMask | null,
   ): void;
+  attentionPrefillStats(
+    out: NativeRef,
+    stats: NativeRef,
+    q: NativeRef,
+    k: NativeRef,
+    v: NativeRef,
+    cuSeqlens: Int32Array,
+    sequences: number,
+    tokens: number,
+    queryHeads: number,
+    kvHeads: number,
+    headDim: number,
+    scale: number,
+  ): void;
+  matmulBackward(
+    dx: NativeRef,
+    dy: NativeRef,
+    w: NativeRef,
+    wType: number,
+    m: number,
+    n: number,
+    k: number,
+    accumulate: boolean,
+  ): void;
+  rmsNormBackward(
+    dx: NativeRef,
+    dy: NativeRef,
+    x: NativeRef,
+    weight: NativeRef,
+    weightType: number,
+    rows: number,
+    dim: number,
+    eps: number,
+  ): void;
+  siluMulBackward(
+    dGate: NativeRef,
+    dUp: NativeRef,
+    dOut: NativeRef,
+    gate: NativeRef,
+    up: NativeRef,
+    count: number,
+  ): void;
+  attentionBackward(
+    dq: NativeRef,
+    dk: NativeRef,
+    dv: NativeRef,
+    influence: NativeRef | null,
+    dOut: NativeRef,
+    q: NativeRef,
+    k: NativeRef,
+    v: NativeRef,
+    out: NativeRef,
+    stats: NativeRef,
+    cuSeqlens: Int32Array,
+    sequences: number,
+    tokens: number,
+    queryHeads: number,
+    kvHeads: number,
+    headDim: number,
+    scale: number,
+    blocks: number,
+  ): void;
+  crossEntropy(
+    losses: NativeRef,
+    dLogits: NativeRef,
+    logits: NativeRef,
+    targets: NativeRef,
+    rows: number,
+    vocab: number,
+    gradScale: number,
+  ): void;
   kvAppend(
     ...args: [
       ...cache: NativeCacheArgs,
@@ -131,7 +202,7 @@ export interface CudaAddon extends NativeAddon {
 }
 
 /** The calling convention this JS expects (src/binding/addon.cc: kAbiVersion). */
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 
 /** build/Release beside src/ (vitest, tsx) and beside dist/ (the published package). */
 export function addonPath(name: "moa_cpu" | "moa_cuda"): string {

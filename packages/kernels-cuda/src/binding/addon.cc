@@ -7,7 +7,7 @@
 namespace {
 
 // Bumped when the JS ↔ native calling convention changes, so a stale build is reported, not misused.
-constexpr int kAbiVersion = 1;
+constexpr int kAbiVersion = 2;
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #ifdef MOA_WITH_CUDA
@@ -18,6 +18,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("abiVersion", Napi::Number::New(env, kAbiVersion));
   moa::binding::registerOps(env, exports);
   moa::binding::registerDevice(env, exports);
+  moa::binding::registerBackwardOps(env, exports);
   return exports;
 }
 

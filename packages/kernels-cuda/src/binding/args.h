@@ -155,5 +155,6 @@ Napi::Value guarded(const Napi::CallbackInfo& info, Body body) {
 // Registration hooks of the binding's source files.
 void registerOps(Napi::Env env, Napi::Object exports);
 void registerDevice(Napi::Env env, Napi::Object exports);
+void registerBackwardOps(Napi::Env env, Napi::Object exports);
 
 }  // namespace moa::binding

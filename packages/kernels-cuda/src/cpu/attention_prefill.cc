@@ -130,6 +130,7 @@ struct PrefillJob {
   AttentionDims dims;
   float scale;
   const MaskRule* mask;
+  float* stats;  // [T, Hq, 2]: each row's max scaled score and Σ e^(score − max), or null
 };
 
 // Tasks [task0, task1): task t is query tile t / Hq of the tile list, query head t % Hq. MR rows of a query
@@ -242,6 +243,11 @@ MOA_INLINE void prefillTasks(const PrefillJob& job, int64_t task0, int64_t task1
       const float inv = 1.0f / scratch.rowSum[r];  // every row keeps at least its own key
       const float* acc = scratch.acc.data() + r * dPad;
       for (int64_t e = 0; e < d; ++e) o[e] = acc[e] * inv;
+      if (job.stats != nullptr) {
+        float* stat = job.stats + ((base + q0 + r) * hq + h) * 2;
+        stat[0] = scratch.rowMax[r];
+        stat[1] = scratch.rowSum[r];
+      }
     }
   }
 }
@@ -255,14 +261,15 @@ MOA_TARGET_AVX512 void prefillAvx512(const PrefillJob& job, int64_t t0, int64_t 
 }  // namespace
 
 void attentionPrefill(float* out, const float* q, const float* k, const float* v, const int32_t* cuSeqlens,
-                      int64_t sequences, const AttentionDims& dims, float scale, const MaskRule& mask) {
+                      int64_t sequences, const AttentionDims& dims, float scale, const MaskRule& mask,
+                      float* stats) {
   // Every (sequence, query tile); each is then split over the query heads.
   std::vector<std::pair<int64_t, int64_t>> tiles;
   for (int64_t s = 0; s < sequences; ++s) {
     const int64_t n = cuSeqlens[s + 1] - cuSeqlens[s];
     for (int64_t t = 0; t * kTile < n; ++t) tiles.emplace_back(s, t);
   }
-  const PrefillJob job{out, q, k, v, cuSeqlens, &tiles, dims, scale, &mask};
+  const PrefillJob job{out, q, k, v, cuSeqlens, &tiles, dims, scale, &mask, stats};
   void (*run)(const PrefillJob&, int64_t, int64_t) = prefillPortable;
 #ifdef MOA_X86_DISPATCH
   if (bestIsa() == Isa::Avx2) run = prefillAvx2;

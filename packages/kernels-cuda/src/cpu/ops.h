@@ -48,8 +48,11 @@ struct AttentionDims {
 // Causal attention over packed sequences: sequence s owns rows [cuSeqlens[s], cuSeqlens[s+1]) of
 // q[T, Hq, D], k/v[T, Hkv, D] and out[T, Hq, D]. Query head h reads KV head h·Hkv/Hq. With a block mask,
 // each sequence uses its own length n; blocks outside the mask are skipped, so work falls with density.
+// stats, when not null, receives each row's softmax statistics [T, Hq, 2]: the max of the kept scaled scores
+// and Σ e^(score − max), which attentionBackward recomputes the probabilities from.
 void attentionPrefill(float* out, const float* q, const float* k, const float* v, const int32_t* cuSeqlens,
-                      int64_t sequences, const AttentionDims& dims, float scale, const MaskRule& mask);
+                      int64_t sequences, const AttentionDims& dims, float scale, const MaskRule& mask,
+                      float* stats = nullptr);
 
 // One layer of the elastic KV cache (backend.ts: KvCacheLayer), host pointers.
 struct KvCache {
@@ -79,5 +82,34 @@ void kvAppend(const KvCache& cache, const float* k, const float* v, const int32_
 // the head's window when the mask is on. Throws std::out_of_range for a slot outside the cache.
 void attentionDecode(float* out, const float* q, const KvCache& cache, const int32_t* slots, const int32_t* seqLens,
                      int64_t batch, int64_t queryHeads, float scale, const MaskRule& mask);
+
+// ---- backward for profiling: activation gradients only (DESIGN.md: Kernels) ----
+
+// dx[m, k] = dy[m, n] · w (+ dx when accumulate): the input gradient of matmul (w [n, k] in f32/bf16/f16).
+void matmulBackward(float* dx, const float* dy, const void* w, DType wType, int64_t m, int64_t n, int64_t k,
+                    bool accumulate);
+
+// dx of out = x · r · weight, r = 1/sqrt(mean(x²) + eps), given dy:
+// dx = r · (weight ⊙ dy) − x · r³ / dim · Σ(x ⊙ weight ⊙ dy), per row.
+void rmsNormBackward(float* dx, const float* dy, const float* x, const void* weight, DType weightType,
+                     int64_t rows, int64_t dim, float eps);
+
+// Gradients of out = silu(gate) · up: dUp = dOut · silu(gate), dGate = dOut · up · σ(gate)(1 + gate(1 − σ(gate))).
+void siluMulBackward(float* dGate, float* dUp, const float* dOut, const float* gate, const float* up, int64_t count);
+
+// Backward of dense causal attentionPrefill (q/k/v/out/cuSeqlens as there, stats from its `stats` output, dOut
+// the output gradient): writes dq [T, Hq, D] and dk/dv [T, Hkv, D] (GQA: summed over each group's query
+// heads). influence, when not null, is [sequences, Hq, blocks, blocks]: the MoA attention influence Σ|E_ij|
+// of every causal 64×64 block (DESIGN.md: Attention influence) is added to it.
+void attentionBackward(float* dq, float* dk, float* dv, float* influence, const float* dOut, const float* q,
+                       const float* k, const float* v, const float* out, const float* stats,
+                       const int32_t* cuSeqlens, int64_t sequences, const AttentionDims& dims, float scale,
+                       int64_t blocks);
+
+// Cross-entropy of rows of logits[rows, vocab] against targets[rows]: losses[r] = logsumexp(row) − row[target]
+// and dLogits[r] = (softmax(row) − onehot(target)) · gradScale. Throws std::out_of_range for a target outside
+// [0, vocab).
+void crossEntropy(float* losses, float* dLogits, const float* logits, const int32_t* targets, int64_t rows,
+                  int64_t vocab, float gradScale);
 
 }  // namespace moa::cpu
