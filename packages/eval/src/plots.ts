@@ -1,0 +1,31 @@
+/** The plots of an evaluation report: one SVG per task, a line per method over the lengths. */
+import type { EvalReport, EvalTask } from "./evaluate.js";
+import { renderLinePlot } from "./svg-plot.js";
+
+/** `{ task → SVG }` for every task the report holds: accuracy vs length, or perplexity vs length. */
+export function reportPlots(report: EvalReport, modelName: string): Map<EvalTask, string> {
+  const plots = new Map<EvalTask, string>();
+  const { lengths, methods, tasks } = report.settings;
+  for (const task of tasks) {
+    const ppl = task === "ppl";
+    const series = methods.map((method) => ({
+      name: method,
+      values: lengths.map((n) => {
+        const r = report.results.find((x) => x.method === method && x.task === task && x.length === n);
+        return (ppl ? r?.perplexity : r?.accuracy) ?? Number.NaN;
+      }),
+    }));
+    plots.set(
+      task,
+      renderLinePlot({
+        title: ppl ? `perplexity vs length — ${modelName}` : `${task}: accuracy vs length — ${modelName}`,
+        xLabel: "input length (tokens)",
+        yLabel: ppl ? "perplexity (lower is better)" : "accuracy (exact match)",
+        xs: lengths,
+        series,
+        ...(ppl ? {} : { yRange: [0, 1] as const }),
+      }),
+    );
+  }
+  return plots;
+}
