@@ -180,8 +180,9 @@ export interface Backend {
     scale: number,
     influence?: Tensor,
   ): void;
-  /** Cross-entropy of logits[rows, vocab] against targets i32 [rows], fp32 with max subtraction:
+  /** Cross-entropy of logits[rows, vocab] against targets i32 [rows], with max subtraction:
    *  losses[r] = logsumexp(logits[r]) − logits[r, targets[r]], dLogits = (softmax(logits) − onehot) · gradScale
-   *  (gradScale = 1/rows gives the gradient of the mean). */
+   *  (gradScale = 1/rows gives the gradient of the mean), the softmax rounded to fp32 before the one-hot is
+   *  subtracted, as fp32 autograd computes it. Throws for a target outside [0, vocab). */
   crossEntropy(losses: Tensor, dLogits: Tensor, logits: Tensor, targets: Tensor, gradScale: number): void;
 }

@@ -228,7 +228,7 @@ describe("rope at negated positions (the RoPE backward)", () => {
 });
 
 describe("crossEntropy", () => {
-  it("losses and dLogits equal log-softmax in double, for large and shifted logits", () => {
+  it("losses equal log-softmax in double and dLogits = (fp32 softmax − onehot)·scale, for large and shifted logits", () => {
     const random = rng(31);
     const [rows, vocab] = [5, 1000];
     const logits = randomF32(random, rows * vocab, -10, 10);
@@ -256,10 +256,28 @@ describe("crossEntropy", () => {
       const loss = logSum - row[targets[r]!]!;
       expect(Math.abs(gotLosses[r]! - loss)).toBeLessThan(1e-6 * Math.max(1, loss));
       for (let j = 0; j < vocab; j++) {
-        const want = (Math.exp(row[j]! - logSum) - (j === targets[r] ? 1 : 0)) * scale;
-        expect(Math.abs(gotGrad[r * vocab + j]! - want)).toBeLessThan(1e-7);
+        const want = (Math.fround(Math.exp(row[j]! - logSum)) - (j === targets[r] ? 1 : 0)) * scale;
+        expect(Math.abs(gotGrad[r * vocab + j]! - want)).toBeLessThanOrEqual(1e-7 * Math.abs(want) + 1e-30);
       }
     }
+  });
+
+  it("a near-certain target gets (fp32(p) − 1)·scale, the gradient fp32 autograd computes", () => {
+    // p = 1 − 2.1e-5: fp32 rounding of p moves 1 − p by about 5e-4 relative.
+    const logits = Float32Array.of(0, -11.5, -12, -13);
+    const losses = backend.empty("f32", [1]);
+    const dLogits = backend.empty("f32", [1, 4]);
+    backend.crossEntropy(
+      losses,
+      dLogits,
+      backend.fromHost("f32", [1, 4], logits),
+      backend.fromHost("i32", [1], Int32Array.of(0)),
+      0.5,
+    );
+    let sum = 0;
+    for (const value of logits) sum += Math.exp(value);
+    expect(host(dLogits)[0]).toBe(Math.fround((Math.fround(1 / sum) - 1) * 0.5));
+    expect(Math.abs(host(losses)[0]! - Math.log(sum))).toBeLessThan(1e-6 * Math.log(sum));
   });
 
   it("refuses a target outside the vocabulary", () => {

@@ -1,3 +1,4 @@
+export * from "./backward.js";
 export * from "./chat-template.js";
 export * from "./config.js";
 export * from "./generate.js";

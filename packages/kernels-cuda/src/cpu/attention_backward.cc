@@ -7,9 +7,13 @@
 //   dq_i  = scale Σ_j dS_ij k_j,  dk_j = scale Σ_i dS_ij q_i,  dv_j = Σ_i P_ij dO_i
 //   E_ij  = −dS_ij / (1 − P_ij + eps), row 0: E_0j = dP_0j P_0j, eps = fp32 machine epsilon
 // and the influence adds Σ|E_ij| over each causal 64×64 block. Nothing n×n is materialised: P is recomputed
-// tile by tile from q, k and the forward's softmax statistics (row max m_i and sum l_i of attentionPrefill),
-// as P_ij = e^(x_ij − m_i) / l_i — the way a softmax computes it, so 1 − P_ij keeps fp32 accuracy where the
-// influence divides by it (folding m and log l into one log-sum-exp would cost ulp(lse) there).
+// tile by tile from q, k and the forward's softmax statistics (row max m_i and l_i = Σ_j e^(x_ij − m_i), from
+// attentionPrefill) as P_ij = e^(x_ij − m_i) / l_i, the way the forward's softmax computes it.
+//
+// Where P_ij is close to 1, 1 − P_ij and dP_ij − D_i both cancel in fp32 (relative error ~1e-7 / (1 − P_ij)),
+// and E divides one by the other. A row has at most one entry with P_ij > 1/2; that entry waits for the end of
+// the row and is evaluated from sums over the row's other entries, which do not cancel:
+//   1 − P_ij = Σ_{n≠j} P_in,   dP_ij − D_i = dP_ij (1 − P_ij) − Σ_{n≠j} P_in dP_in.
 //
 // Two passes, each race-free and deterministic:
 //   A (query-major): a task is (sequence, query tile, query head); it walks the key tiles up to the diagonal,
@@ -128,6 +132,13 @@ struct Tile {
   int64_t index;  // query tile (pass A) or key tile (pass B) within the sequence
 };
 
+// The entry of a query row with P > 1/2, if any (at most one per row).
+struct Dominant {
+  int64_t block = -1;  // its key tile, −1 for none
+  float p = 0.0f;
+  float grad = 0.0f;  // dP = G
+};
+
 struct BackwardJob {
   float* dq;
   float* dk;
@@ -137,7 +148,7 @@ struct BackwardJob {
   const float* q;
   const float* k;
   const float* v;
-  const float* stats;  // [T, Hq, 2]: row max and sum of the scaled scores (attentionPrefill)
+  const float* stats;  // [T, Hq, 2]: row max m of the scaled scores and Σ e^(score − m) (attentionPrefill)
   const float* delta;  // [T, Hq]: D_i = dO_i · O_i
   const int32_t* cuSeqlens;
   AttentionDims dims;
@@ -161,6 +172,10 @@ MOA_INLINE void queryTasks(const BackwardJob& job, int64_t task0, int64_t task1)
   std::vector<float> scores(static_cast<size_t>(kTile * kTile));  // x, then dS
   std::vector<float> dP(static_cast<size_t>(kTile * kTile));
   std::vector<float> acc(static_cast<size_t>(kTile * dPad));
+  // Per query row, for its dominant entry (see below): Σ P and Σ P·dP over the other entries, and the entry.
+  std::vector<double> rest(kTile);
+  std::vector<double> restGrad(kTile);
+  std::vector<Dominant> dominant(kTile);
   const Vec16 lanes = iota16();
 
   for (int64_t task = task0; task < task1; ++task) {
@@ -177,6 +192,9 @@ MOA_INLINE void queryTasks(const BackwardJob& job, int64_t task0, int64_t task1)
                               ? nullptr
                               : job.influence + ((tile.sequence * hq + h) * job.blocks + tile.index) * job.blocks;
     std::fill(acc.begin(), acc.end(), 0.0f);
+    std::fill(rest.begin(), rest.end(), 0.0);
+    std::fill(restGrad.begin(), restGrad.end(), 0.0);
+    std::fill(dominant.begin(), dominant.end(), Dominant{});
 
     for (int64_t kt = 0; kt <= tile.index; ++kt) {
       const int64_t k0 = kt * kTile;
@@ -201,29 +219,50 @@ MOA_INLINE void queryTasks(const BackwardJob& job, int64_t task0, int64_t task1)
         float* x = scores.data() + r * kTile;
         const float* dp = dP.data() + r * kTile;
         Vec16 sumE{};
-        float p00 = 0.0f;
+        Vec16 sumP{};
+        Vec16 sumPGrad{};
         for (int64_t c = 0; c < kTile; c += 16) {
           const Int16x causal = lanes + static_cast<float>(c) <= last;
           const Vec16 p = causal ? exp16(load16(x + c) * job.scale - max) * invSum : Vec16{};
-          const Vec16 ds = p * (load16(dp + c) - delta);
+          const Vec16 grad = load16(dp + c);
+          const Vec16 ds = p * (grad - delta);
           store16(x + c, ds);
-          if (c == 0) p00 = p[0];
-          // A rounded probability may sit an ulp above 1: keep the denominator at ≥ eps.
-          const Vec16 oneMinus = 1.0f - p;
-          sumE += abs16(ds) / ((oneMinus > 0.0f ? oneMinus : Vec16{}) + kEps);
+          // Entries with P ≤ 1/2: 1 − P is well conditioned. The one entry a row may have above 1/2 waits
+          // for the row's end.
+          const Int16x minor = p <= 0.5f;
+          sumE += minor ? abs16(ds) / (1.0f - p + kEps) : Vec16{};
+          sumP += minor ? p : Vec16{};
+          sumPGrad += minor ? p * grad : Vec16{};
+          for (int l = 0; l < 16; ++l) {
+            if (!minor[l]) dominant[r] = {kt, p[l], grad[l]};
+          }
         }
         if (influenceRow == nullptr) continue;
-        if (i == 0) {
-          // Row 0 attends only key 0, with P_00 = 1: E_00 = dP_00 · P_00 (DESIGN.md).
-          blockSum += std::fabs(static_cast<double>(dp[0]) * p00);
-          continue;
+        float rowE = 0.0f;
+        float rowP = 0.0f;
+        float rowPGrad = 0.0f;
+        for (int l = 0; l < 16; ++l) {
+          rowE += sumE[l];
+          rowP += sumP[l];
+          rowPGrad += sumPGrad[l];
         }
-        float rowSum = 0.0f;
-        for (int l = 0; l < 16; ++l) rowSum += sumE[l];
-        blockSum += rowSum;
+        if (i > 0) blockSum += rowE;  // row 0 holds only its dominant entry
+        rest[r] += rowP;
+        restGrad[r] += rowPGrad;
       }
       if (influenceRow != nullptr) influenceRow[kt] += static_cast<float>(blockSum);
       accumulateAll<MR>(scores.data(), rows, cols, keys.data(), dPad, acc.data());
+    }
+
+    // The dominant entry j of a row (P_ij > 1/2), with R = 1 − P_ij = Σ_{n≠j} P_in and
+    // G_ij − S_i = G_ij·R − Σ_{n≠j} P_in G_in, both free of the cancellation of 1 − P_ij and dP_ij − D_i when P_ij
+    // is close to 1 (where E divides by 1 − P_ij): E_ij = −P_ij (G_ij − S_i) / (R + eps).
+    for (int64_t r = 0; influenceRow != nullptr && r < rows; ++r) {
+      const Dominant& entry = dominant[r];
+      if (entry.block < 0) continue;
+      const double e = q0 + r == 0 ? static_cast<double>(entry.grad) * entry.p  // row 0: E_00 = G_00 · A_00
+                                   : entry.p * (entry.grad * rest[r] - restGrad[r]) / (rest[r] + kEps);
+      influenceRow[entry.block] += static_cast<float>(std::fabs(e));
     }
 
     for (int64_t r = 0; r < rows; ++r) {

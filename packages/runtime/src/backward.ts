@@ -1,0 +1,385 @@
+/**
+ * The profiling backward pass (DESIGN.md: Attention influence, Profile): one dense forward over a calibration
+ * sequence, the mean cross-entropy over its answer tokens, and activation gradients (never weight gradients)
+ * back through every layer down to the embeddings, with the MoA attention influence summed over 64×64 blocks
+ * accumulated inside each layer's attention backward.
+ *
+ * Memory: the forward keeps only each layer's input (the residual stream, [n, hidden] per layer); the backward
+ * recomputes one layer's activations from it, so at most one layer's attention activations live at once, and
+ * the MLP (row-local) runs in chunks of rows. Logits exist only for the answer rows, in chunks too. A model
+ * loaded with a plan is still profiled dense: the influence is defined on dense attention.
+ */
+import { MoaError } from "@moa/core";
+import type { Backend, Tensor } from "@moa/kernels-cuda";
+import type { Model } from "./load.js";
+import type { TransformerModel } from "./model.js";
+
+/** Block size of the influence (DESIGN.md: Definitions, B). */
+export const INFLUENCE_BLOCK_SIZE = 64;
+
+/** Rows per MLP chunk and per chunk of answer logits. */
+const ROW_CHUNK = 1024;
+
+export interface InfluenceProfile {
+  /** Mean cross-entropy over the answer tokens (targets at positions answerStart … n−1), in nats. */
+  readonly loss: number;
+  /**
+   * Block influence, float32 `[layers, heads, blocks, blocks]` (query heads; `blocks = ceil(n / 64)`): the sum of
+   * |E_ij| over each causal 64×64 block (query block, key block); blocks above the diagonal are 0.
+   */
+  readonly influence: Float32Array;
+  /** Blocks per side, `ceil(n / 64)`. */
+  readonly blocks: number;
+}
+
+/**
+ * Profiles one sequence: `ids` (BOS included, as the model reads it) whose answer starts at `answerStart`. The
+ * loss is the mean cross-entropy of predicting tokens answerStart … n−1 (logit rows answerStart−1 … n−2), the
+ * loss of DESIGN.md: Profile; the influence is its MoA attention influence per layer and query head.
+ */
+export function profileInfluence(
+  model: Model | TransformerModel,
+  ids: ArrayLike<number>,
+  answerStart: number,
+): InfluenceProfile {
+  const transformer = "transformer" in model ? model.transformer : model;
+  checkInput(transformer, ids, answerStart);
+  const pass = new InfluencePass(transformer, ids.length);
+  try {
+    return pass.run(ids, answerStart);
+  } finally {
+    pass.dispose();
+  }
+}
+
+function fail(field: string, message: string): never {
+  throw new MoaError("E_ARGUMENT", `profileInfluence: ${message}`, { source: "profileInfluence", field });
+}
+
+function checkInput(model: TransformerModel, ids: ArrayLike<number>, answerStart: number): void {
+  const n = ids.length;
+  if (n < 2) fail("ids", `ids has ${n} token(s); a profile needs at least 2 (a prompt and an answer token)`);
+  model.checkLength(n, "profiled sequence");
+  const vocab = model.config.vocabSize;
+  for (let i = 0; i < n; i++) {
+    const id = ids[i]!;
+    if (!Number.isInteger(id) || id < 0 || id >= vocab) {
+      fail(`ids[${i}]`, `ids[${i}] = ${id}: token ids must be integers in [0, ${vocab - 1}]`);
+    }
+  }
+  if (!Number.isInteger(answerStart) || answerStart < 1 || answerStart > n - 1) {
+    fail("answerStart", `answerStart = ${answerStart} must be an integer in [1, ${n - 1}] for ${n} tokens`);
+  }
+}
+
+/** The tensors of one profiling pass over n tokens, allocated once and freed by `dispose`. */
+class InfluencePass {
+  private readonly b: Backend;
+  private readonly owned: Tensor[] = [];
+  private readonly n: number;
+  private readonly cuSeqlens: Int32Array;
+  private readonly blocks: number;
+  private readonly chunk: number;
+
+  // Inputs.
+  private readonly ids: Tensor;
+  private readonly positions: Tensor;
+  private readonly negatedPositions: Tensor;
+  /** layerInputs[l]: the residual stream entering layer l; layerInputs[L]: the final hidden state. */
+  private readonly layerInputs: (Tensor | undefined)[];
+
+  // One layer's activations (recomputed in the backward).
+  private readonly h: Tensor;
+  private readonly qFlat: Tensor;
+  private readonly kFlat: Tensor;
+  private readonly vFlat: Tensor;
+  private readonly attnFlat: Tensor;
+  private readonly q: Tensor;
+  private readonly k: Tensor;
+  private readonly v: Tensor;
+  private readonly attn: Tensor;
+  private readonly stats: Tensor;
+  private readonly xMid: Tensor;
+  private readonly projected: Tensor;
+  private readonly gate: Tensor;
+  private readonly up: Tensor;
+  private readonly act: Tensor;
+
+  // Gradients.
+  private readonly dx: Tensor;
+  private readonly dh: Tensor;
+  private readonly dNorm: Tensor;
+  private readonly dAttnFlat: Tensor;
+  private readonly dAttn: Tensor;
+  private readonly dqFlat: Tensor;
+  private readonly dkFlat: Tensor;
+  private readonly dvFlat: Tensor;
+  private readonly dq: Tensor;
+  private readonly dk: Tensor;
+  private readonly dv: Tensor;
+  private readonly dGate: Tensor;
+  private readonly dUp: Tensor;
+
+  /** [layers, heads, blocks, blocks]. */
+  private readonly influence: Tensor;
+
+  constructor(
+    private readonly model: TransformerModel,
+    n: number,
+  ) {
+    this.b = model.backend;
+    this.n = n;
+    this.cuSeqlens = Int32Array.of(0, n);
+    this.blocks = Math.ceil(n / INFLUENCE_BLOCK_SIZE);
+    this.chunk = Math.min(n, ROW_CHUNK);
+    const { hiddenSize: d, heads, kvHeads, headDim, intermediateSize: ff, layers } = model.config;
+    const qDim = heads * headDim;
+    const kvDim = kvHeads * headDim;
+    const b = this.b;
+    try {
+      this.ids = this.make("i32", [n]);
+      this.positions = this.make("i32", [n]);
+      this.negatedPositions = this.make("i32", [n]);
+      this.layerInputs = [this.make("f32", [n, d])];
+      this.h = this.make("f32", [n, d]);
+      this.qFlat = this.make("f32", [n, qDim]);
+      this.kFlat = this.make("f32", [n, kvDim]);
+      this.vFlat = this.make("f32", [n, kvDim]);
+      this.attnFlat = this.make("f32", [n, qDim]);
+      this.q = b.reshape(this.qFlat, [n, heads, headDim]);
+      this.k = b.reshape(this.kFlat, [n, kvHeads, headDim]);
+      this.v = b.reshape(this.vFlat, [n, kvHeads, headDim]);
+      this.attn = b.reshape(this.attnFlat, [n, heads, headDim]);
+      this.stats = this.make("f32", [n, heads, 2]);
+      this.xMid = this.make("f32", [n, d]);
+      this.projected = this.make("f32", [n, d]);
+      this.gate = this.make("f32", [this.chunk, ff]);
+      this.up = this.make("f32", [this.chunk, ff]);
+      this.act = this.make("f32", [this.chunk, ff]);
+      this.dx = this.make("f32", [n, d]);
+      this.dh = this.make("f32", [n, d]);
+      this.dNorm = this.make("f32", [n, d]);
+      this.dAttnFlat = this.make("f32", [n, qDim]);
+      this.dAttn = b.reshape(this.dAttnFlat, [n, heads, headDim]);
+      this.dqFlat = this.make("f32", [n, qDim]);
+      this.dkFlat = this.make("f32", [n, kvDim]);
+      this.dvFlat = this.make("f32", [n, kvDim]);
+      this.dq = b.reshape(this.dqFlat, [n, heads, headDim]);
+      this.dk = b.reshape(this.dkFlat, [n, kvHeads, headDim]);
+      this.dv = b.reshape(this.dvFlat, [n, kvHeads, headDim]);
+      this.dGate = this.make("f32", [this.chunk, ff]);
+      this.dUp = this.make("f32", [this.chunk, ff]);
+      this.influence = this.make("f32", [layers, heads, this.blocks, this.blocks]);
+    } catch (error) {
+      this.dispose();
+      throw error;
+    }
+  }
+
+  private make(dtype: "f32" | "i32", shape: number[]): Tensor {
+    const t = this.b.empty(dtype, shape);
+    this.owned.push(t);
+    return t;
+  }
+
+  dispose(): void {
+    for (const t of this.owned.splice(0)) this.b.free(t);
+  }
+
+  /** Rows [start, start + count) of a tensor, or the tensor itself when that is all of it. */
+  private rows(t: Tensor, start: number, count: number): Tensor {
+    return start === 0 && count === t.shape[0] ? t : this.b.rows(t, start, count);
+  }
+
+  run(ids: ArrayLike<number>, answerStart: number): InfluenceProfile {
+    const b = this.b;
+    const n = this.n;
+    const layers = this.model.weights.layers.length;
+    const hostIds = Int32Array.from(ids);
+    b.write(this.ids, hostIds);
+    b.write(
+      this.positions,
+      Int32Array.from({ length: n }, (_, p) => p),
+    );
+    // RoPE's backward is the rotation by −θ (Backend.rope: negative positions).
+    b.write(
+      this.negatedPositions,
+      Int32Array.from({ length: n }, (_, p) => -p),
+    );
+
+    // Forward, keeping each layer's input.
+    b.embedding(this.layerInputs[0]!, this.ids, this.model.weights.embed);
+    for (let l = 0; l < layers; l++) {
+      const next = this.make("f32", [n, this.model.config.hiddenSize]);
+      this.attentionForward(l, this.layerInputs[l]!);
+      this.mlpForward(l, next);
+      this.layerInputs.push(next);
+    }
+
+    const loss = this.lossBackward(hostIds, answerStart);
+    this.release(layers);
+    for (let l = layers - 1; l >= 0; l--) {
+      // The last layer's attention activations are still in place from the forward.
+      if (l < layers - 1) this.attentionForward(l, this.layerInputs[l]!);
+      this.mlpBackward(l);
+      this.attentionBackward(l, this.layerInputs[l]!);
+      this.release(l);
+    }
+    return { loss, influence: b.toHost(this.influence) as Float32Array, blocks: this.blocks };
+  }
+
+  /** Frees a layer input once the backward no longer needs it. */
+  private release(l: number): void {
+    const t = this.layerInputs[l];
+    if (t === undefined) return;
+    this.layerInputs[l] = undefined;
+    this.owned.splice(this.owned.indexOf(t), 1);
+    this.b.free(t);
+  }
+
+  /** h = RMSNorm(x); q, k, v (+bias), RoPE; attention with its softmax statistics; xMid = x + o_proj(attn). */
+  private attentionForward(l: number, x: Tensor): void {
+    const b = this.b;
+    const w = this.model.weights.layers[l]!;
+    b.rmsNorm(this.h, x, w.inputNorm, this.model.config.rmsNormEps);
+    b.matmul(this.qFlat, this.h, w.q, w.qBias);
+    b.matmul(this.kFlat, this.h, w.k, w.kBias);
+    b.matmul(this.vFlat, this.h, w.v, w.vBias);
+    b.rope(this.q, this.positions, this.model.invFreq, 1);
+    b.rope(this.k, this.positions, this.model.invFreq, 1);
+    b.attentionPrefill(
+      this.attn,
+      this.q,
+      this.k,
+      this.v,
+      this.cuSeqlens,
+      this.model.scale,
+      undefined,
+      this.stats,
+    );
+    b.matmul(this.projected, this.attnFlat, w.o, w.oBias);
+    b.add(this.xMid, x, this.projected);
+  }
+
+  /** out = xMid + down(silu(gate(h)) · up(h)), h = RMSNorm(xMid), in chunks of rows. */
+  private mlpForward(l: number, out: Tensor): void {
+    const b = this.b;
+    const w = this.model.weights.layers[l]!;
+    for (let start = 0; start < this.n; start += this.chunk) {
+      const count = Math.min(this.chunk, this.n - start);
+      const xMid = this.rows(this.xMid, start, count);
+      const h = this.rows(this.h, start, count);
+      const gate = this.rows(this.gate, 0, count);
+      const up = this.rows(this.up, 0, count);
+      const act = this.rows(this.act, 0, count);
+      const projected = this.rows(this.projected, start, count);
+      b.rmsNorm(h, xMid, w.postNorm, this.model.config.rmsNormEps);
+      b.matmul(gate, h, w.gate, w.gateBias);
+      b.matmul(up, h, w.up, w.upBias);
+      b.siluMul(act, gate, up);
+      b.matmul(projected, act, w.down, w.downBias);
+      b.add(this.rows(out, start, count), xMid, projected);
+    }
+  }
+
+  /**
+   * Final norm, lm_head on the answer rows, mean cross-entropy; leaves dL/d(final hidden state) in dx (zero on
+   * rows that predict no answer token) and returns the loss.
+   */
+  private lossBackward(ids: Int32Array, answerStart: number): number {
+    const b = this.b;
+    const weights = this.model.weights;
+    const eps = this.model.config.rmsNormEps;
+    const vocab = this.model.config.vocabSize;
+    const hidden = this.layerInputs[this.layerInputs.length - 1]!;
+    const answers = this.n - answerStart;
+    const chunk = Math.min(answers, ROW_CHUNK);
+    const logits = b.empty("f32", [chunk, vocab]);
+    const dLogits = b.empty("f32", [chunk, vocab]);
+    const losses = b.empty("f32", [chunk]);
+    const targets = b.empty("i32", [chunk]);
+    let total = 0;
+    try {
+      // Row p predicts token p + 1: rows answerStart − 1 … n − 2.
+      for (let first = 0; first < answers; first += chunk) {
+        const count = Math.min(chunk, answers - first);
+        const row = answerStart - 1 + first;
+        const x = this.rows(hidden, row, count);
+        const h = this.rows(this.h, 0, count);
+        const rowLogits = this.rows(logits, 0, count);
+        const rowGrads = this.rows(dLogits, 0, count);
+        const rowLosses = this.rows(losses, 0, count);
+        const rowTargets = this.rows(targets, 0, count);
+        b.write(rowTargets, ids.subarray(row + 1, row + 1 + count));
+        b.rmsNorm(h, x, weights.norm, eps);
+        b.matmul(rowLogits, h, weights.lmHead);
+        b.crossEntropy(rowLosses, rowGrads, rowLogits, rowTargets, 1 / answers);
+        for (const value of b.toHost(rowLosses) as Float32Array) total += value;
+        const dh = this.rows(this.dh, 0, count);
+        b.matmulBackward(dh, rowGrads, weights.lmHead);
+        b.rmsNormBackward(this.rows(this.dx, row, count), dh, x, weights.norm, eps);
+      }
+    } finally {
+      for (const t of [logits, dLogits, losses, targets]) b.free(t);
+    }
+    return total / answers;
+  }
+
+  /** dx (the gradient at the layer's output) becomes the gradient at xMid: dx += dL/dxMid through the MLP. */
+  private mlpBackward(l: number): void {
+    const b = this.b;
+    const w = this.model.weights.layers[l]!;
+    const eps = this.model.config.rmsNormEps;
+    for (let start = 0; start < this.n; start += this.chunk) {
+      const count = Math.min(this.chunk, this.n - start);
+      const xMid = this.rows(this.xMid, start, count);
+      const h = this.rows(this.h, start, count);
+      const gate = this.rows(this.gate, 0, count);
+      const up = this.rows(this.up, 0, count);
+      const dAct = this.rows(this.act, 0, count);
+      const dGate = this.rows(this.dGate, 0, count);
+      const dUp = this.rows(this.dUp, 0, count);
+      const dx = this.rows(this.dx, start, count);
+      const dh = this.rows(this.dh, start, count);
+      const dNorm = this.rows(this.dNorm, start, count);
+      b.rmsNorm(h, xMid, w.postNorm, eps);
+      b.matmul(gate, h, w.gate, w.gateBias);
+      b.matmul(up, h, w.up, w.upBias);
+      b.matmulBackward(dAct, dx, w.down);
+      b.siluMulBackward(dGate, dUp, dAct, gate, up);
+      b.matmulBackward(dh, dGate, w.gate);
+      b.matmulBackward(dh, dUp, w.up, true);
+      b.rmsNormBackward(dNorm, dh, xMid, w.postNorm, eps);
+      b.add(dx, dx, dNorm);
+    }
+  }
+
+  /** dx (the gradient at xMid) becomes the gradient at the layer's input x; the influence of layer l is added. */
+  private attentionBackward(l: number, x: Tensor): void {
+    const b = this.b;
+    const w = this.model.weights.layers[l]!;
+    const invFreq = this.model.invFreq;
+    b.matmulBackward(this.dAttnFlat, this.dx, w.o);
+    b.attentionBackward(
+      this.dq,
+      this.dk,
+      this.dv,
+      this.dAttn,
+      this.q,
+      this.k,
+      this.v,
+      this.attn,
+      this.stats,
+      this.cuSeqlens,
+      this.model.scale,
+      b.rows(this.influence, l, 1),
+    );
+    b.rope(this.dq, this.negatedPositions, invFreq, 1);
+    b.rope(this.dk, this.negatedPositions, invFreq, 1);
+    b.matmulBackward(this.dh, this.dqFlat, w.q);
+    b.matmulBackward(this.dh, this.dkFlat, w.k, true);
+    b.matmulBackward(this.dh, this.dvFlat, w.v, true);
+    b.rmsNormBackward(this.dNorm, this.dh, x, w.inputNorm, this.model.config.rmsNormEps);
+    b.add(this.dx, this.dx, this.dNorm);
+  }
+}
