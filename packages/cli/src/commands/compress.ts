@@ -1,0 +1,315 @@
+import { join, resolve } from "node:path";
+import { serializePlan } from "@moa/core";
+import {
+  type CompressProgress,
+  type CompressResult,
+  compressModel,
+  DEFAULT_VALIDATION_SAMPLES,
+  readProfileWithExtras,
+  removeState,
+  validationWarning,
+  writeProfileWithExtras,
+} from "@moa/profiler";
+import { KV_CACHE_ELEMENT_BYTES, parseByteSize } from "@moa/server";
+import type { GqaMode } from "@moa/solver";
+import { booleanFlag, expectPositionals, numberFlag, type ParsedArgs, stringFlag } from "../args.js";
+import type { Command } from "../command.js";
+import { CliError, usageError, userFacing, userFacingAsync } from "../errors.js";
+import { exists, type Io, readInputFile, writeFilesAtomically } from "../io.js";
+import { buildCompressReport, candidateFile, type ReportFormat } from "../report/compress-report.js";
+import { formatDuration, ProgressBar, profileProgressPrinter } from "../report/progress-bar.js";
+import { fixed, formatTable } from "../table.js";
+import { CALIBRATION_FLAGS, CALIBRATION_OPTIONS, calibrationSettings, readConfigOrFail } from "./profile.js";
+
+/** The command as typed, for the report (flags in a stable order). */
+function commandLine(name: string, argv: ParsedArgs): string {
+  const parts = [`moa ${name}`, ...argv.positionals];
+  for (const [key, value] of Object.entries(argv.values)) {
+    if (value === true) parts.push(`--${key}`);
+    else if (typeof value === "string")
+      parts.push(`--${key} ${/^[\w./:,+-]+$/.test(value) ? value : JSON.stringify(value)}`);
+  }
+  return parts.join(" ");
+}
+
+function progressPrinter(io: Io, stateDir: string): (event: CompressProgress) => void {
+  const bar = new ProgressBar(io, "profile");
+  const printProfile = profileProgressPrinter(bar, stateDir);
+  let phase = "";
+  const started = performance.now();
+  const elapsed = () => (performance.now() - started) / 1000;
+  return (event) => {
+    if (event.phase !== phase) {
+      bar.finish();
+      phase = event.phase;
+      if (event.phase === "optimize") io.stderr("optimising: Pareto-optimal plans under the KV budget\n");
+      if (event.phase === "validation-samples")
+        io.stderr("validating: dense-model answers at the validation length\n");
+    }
+    switch (event.phase) {
+      case "note":
+        bar.line(`note: ${event.message}`);
+        break;
+      case "profile":
+        printProfile(event.progress);
+        break;
+      case "optimize":
+        bar.update(event.progress.done, event.progress.total, `solve (${event.progress.kind})`, elapsed());
+        break;
+      case "validation-samples":
+        bar.line(`  validation sample ${event.done}/${event.total} (${formatDuration(elapsed())} elapsed)`);
+        break;
+      case "validation-plans":
+        bar.line(`  scored plan ${event.done}/${event.total} (${formatDuration(elapsed())} elapsed)`);
+        break;
+    }
+  };
+}
+
+export const compressCommand: Command = {
+  name: "compress",
+  summary:
+    "Compress a checkpoint with MoA: calibrate, profile, Pareto-optimal plans, validate at an unseen longer length, pick the best, report.",
+  usage:
+    "moa compress <model-dir> (--density <d> | --kv-budget <bytes> [--max-length N] [--batch N]) [--out dir] [--report md|html] [calibration flags] [--json]",
+  flags: [
+    ["--density <d>", "KV density budget in (0, 1) at every profiled length and the extend length"],
+    [
+      "--kv-budget <bytes>",
+      "or a KV cache budget (e.g. 6GiB), turned into the density for --max-length and --batch",
+    ],
+    ["--max-length <N>", "sequence length the KV budget must hold (default: the model's context)"],
+    ["--batch <N>", "sequences the KV budget must hold at once (default 1)"],
+    ...CALIBRATION_FLAGS,
+    [
+      "--profile <file>",
+      "use this moa-profile of the model instead of profiling (e.g. from `moa profile merge`)",
+    ],
+    [
+      "--validation-length <N>",
+      "unseen length to validate at (default 2 × the longest profiled, at most the context)",
+    ],
+    ["--validation-samples <N>", `validation samples (default ${DEFAULT_VALIDATION_SAMPLES})`],
+    [
+      "--extend <n>",
+      "longer length where the density is constrained too (default max(2 × longest, validation/budget length))",
+    ],
+    ["--lower-ratio <r>", "KV density must also be ≥ r × budget (default 0.9; 0 disables)"],
+    ["--pareto-points <k>", "epsilon values per secondary length in the Pareto grid (default 3)"],
+    ["--gqa <mode>", "per-query-head (default) or per-kv-head"],
+    ["--max-rules-per-layer <k>", "at most k distinct rules among the heads of a layer"],
+    ["--time-limit <s>", "give up the optimisation after this many seconds"],
+    [
+      "--out <dir>",
+      "where to write plan.json, report, SVGs, candidates/, profile.safetensors (default ./<model>-moa)",
+    ],
+    ["--report <format>", "md (default: report.md with linked SVGs) or html (one file, SVGs inline)"],
+    ["--restart", "discard the finished samples of an interrupted profiling run (<out>/profile.partial/)"],
+    ["--force", "overwrite files in --out"],
+    ["--json", "print the summary as JSON instead of a table"],
+  ],
+  examples: [
+    "moa compress fixtures/moa-nano --density 0.5 --samples 4 --validation-samples 2 --out moa-nano-moa",
+    "moa compress ./Llama-3-8B-Instruct --kv-budget 6GiB --max-length 8192 --batch 8 --report html",
+  ],
+  options: {
+    density: { type: "string" },
+    "kv-budget": { type: "string" },
+    "max-length": { type: "string" },
+    batch: { type: "string" },
+    ...CALIBRATION_OPTIONS,
+    profile: { type: "string" },
+    "validation-length": { type: "string" },
+    "validation-samples": { type: "string" },
+    extend: { type: "string" },
+    "lower-ratio": { type: "string" },
+    "pareto-points": { type: "string" },
+    gqa: { type: "string" },
+    "max-rules-per-layer": { type: "string" },
+    "time-limit": { type: "string" },
+    out: { type: "string" },
+    report: { type: "string" },
+    restart: { type: "boolean" },
+    force: { type: "boolean" },
+    json: { type: "boolean" },
+  },
+  async run(argv, io) {
+    const c = this.name;
+    const [modelDir] = expectPositionals(c, argv, ["model-dir"]) as [string];
+    const density = numberFlag(c, argv, "density", { min: 0, max: 1, exclusiveMin: true });
+    const budgetText = stringFlag(argv, "kv-budget");
+    if ((density === undefined) === (budgetText === undefined)) {
+      throw usageError(`moa ${c}: give --density <d> or --kv-budget <bytes> (one of them)`);
+    }
+    if (
+      budgetText === undefined &&
+      (stringFlag(argv, "max-length") ?? stringFlag(argv, "batch")) !== undefined
+    ) {
+      throw usageError(`moa ${c}: --max-length and --batch size a --kv-budget; pass one`);
+    }
+    const format = stringFlag(argv, "report") ?? "md";
+    if (format !== "md" && format !== "html") {
+      throw usageError(`moa ${c}: --report ${JSON.stringify(format)}: expected md or html`);
+    }
+    const gqa = stringFlag(argv, "gqa");
+    if (gqa !== undefined && gqa !== "per-query-head" && gqa !== "per-kv-head") {
+      throw usageError(`moa ${c}: --gqa ${JSON.stringify(gqa)}: expected "per-query-head" or "per-kv-head"`);
+    }
+    const settings = await calibrationSettings(c, argv);
+    const validationLength = numberFlag(c, argv, "validation-length", { integer: true, min: 1 });
+    const validationSamples = numberFlag(c, argv, "validation-samples", { integer: true, min: 1 });
+    const extend = numberFlag(c, argv, "extend", { integer: true, min: 1 });
+    const lowerRatio = numberFlag(c, argv, "lower-ratio", { min: 0, max: 1 });
+    const paretoPoints = numberFlag(c, argv, "pareto-points", { integer: true, min: 0 });
+    const maxRulesPerLayer = numberFlag(c, argv, "max-rules-per-layer", { integer: true, min: 1 });
+    const timeLimitSeconds = numberFlag(c, argv, "time-limit", { min: 0, exclusiveMin: true });
+    const force = booleanFlag(argv, "force");
+
+    const config = await readConfigOrFail(modelDir);
+    const outDir = stringFlag(argv, "out") ?? `${resolve(modelDir).split(/[\\/]/).pop()}-moa`;
+    const profilePath = stringFlag(argv, "profile");
+    const profileFile = profilePath ?? join(outDir, "profile.safetensors");
+    const reportFile = format === "md" ? "report.md" : "report.html";
+    if (!force) {
+      const outputs = [
+        "plan.json",
+        reportFile,
+        "summary.json",
+        "candidates",
+        "pareto.svg",
+        "spans.svg",
+        "validation.svg",
+      ];
+      for (const name of [...outputs, ...(profilePath ? [] : ["profile.safetensors"])]) {
+        const path = join(outDir, name);
+        if (await exists(path)) {
+          throw new CliError(`${path} already exists; pass --force to overwrite it or choose another --out`);
+        }
+      }
+    }
+    let kvBudget: Parameters<typeof compressModel>[1]["kvBudget"];
+    if (budgetText !== undefined) {
+      const bytes = userFacing(() => parseByteSize(budgetText, "--kv-budget"));
+      const maxLength =
+        numberFlag(c, argv, "max-length", { integer: true, min: 1, max: config.contextLength }) ??
+        config.contextLength;
+      const batch = numberFlag(c, argv, "batch", { integer: true, min: 1 }) ?? 1;
+      kvBudget = { bytes, maxLength, batch, bytesPerElement: KV_CACHE_ELEMENT_BYTES };
+    }
+    let given: Parameters<typeof compressModel>[1]["profile"];
+    if (profilePath !== undefined) {
+      const bytes = await readInputFile(profilePath);
+      given = { ...userFacing(() => readProfileWithExtras(bytes, profilePath)), source: profilePath };
+    }
+    const stateDir = join(outDir, "profile.partial");
+    if (booleanFlag(argv, "restart")) await removeState(stateDir);
+
+    const target = density !== undefined ? `KV density ≤ ${density}` : `a KV budget of ${budgetText}`;
+    io.stderr(
+      `compressing ${modelDir} (context ${config.contextLength}) to ${target}; ` +
+        (profilePath === undefined
+          ? `interrupt any time, the same command resumes the profiling from ${stateDir}/\n`
+          : `using the profile ${profilePath}\n`),
+    );
+    const result: CompressResult = await userFacingAsync(() =>
+      compressModel(modelDir, {
+        ...(density === undefined ? {} : { density }),
+        ...(kvBudget === undefined ? {} : { kvBudget }),
+        ...(settings.lengths === undefined ? {} : { lengths: settings.lengths }),
+        ...(settings.samplesPerLength === undefined ? {} : { samplesPerLength: settings.samplesPerLength }),
+        ...(settings.answerTokens === undefined ? {} : { answerTokens: settings.answerTokens }),
+        ...(settings.chat === undefined ? {} : { chat: settings.chat }),
+        ...(settings.backend === undefined ? {} : { backend: settings.backend }),
+        ...(validationLength === undefined ? {} : { validationLength }),
+        ...(validationSamples === undefined ? {} : { validationSamples }),
+        ...(extend === undefined ? {} : { extend }),
+        ...(lowerRatio === undefined ? {} : { lowerRatio }),
+        ...(paretoPoints === undefined ? {} : { paretoPoints }),
+        ...(gqa === undefined ? {} : { gqa: gqa as GqaMode }),
+        ...(maxRulesPerLayer === undefined ? {} : { maxRulesPerLayer }),
+        ...(timeLimitSeconds === undefined ? {} : { timeLimitSeconds }),
+        ...(given === undefined ? { stateDir } : { profile: given }),
+        seed: settings.seed,
+        source: settings.source,
+        onProgress: progressPrinter(io, stateDir),
+      }),
+    );
+
+    const report = buildCompressReport(result, {
+      format: format as ReportFormat,
+      command: commandLine(c, argv),
+      profileFile: profilePath ?? "profile.safetensors",
+    });
+    const files: Array<{ path: string; data: string | Uint8Array }> = [
+      { path: join(outDir, "plan.json"), data: serializePlan(result.plan) },
+      ...result.candidates.map((candidate, i) => ({
+        path: join(outDir, candidateFile(i)),
+        data: serializePlan(candidate.point.plan),
+      })),
+      { path: join(outDir, reportFile), data: report.report },
+      ...(format === "md"
+        ? Object.entries(report.svgs).map(([name, svg]) => ({ path: join(outDir, name), data: svg }))
+        : []),
+      { path: join(outDir, "summary.json"), data: `${JSON.stringify(report.summary, null, 2)}\n` },
+    ];
+    if (profilePath === undefined) {
+      files.push({
+        path: profileFile,
+        data: userFacing(() => writeProfileWithExtras(result.profile, result.profileExtras)),
+      });
+    }
+    await writeFilesAtomically(files, { force });
+    if (profilePath === undefined) await removeState(stateDir);
+
+    const warning = validationWarning(result);
+    if (warning !== undefined) io.stderr(`warning: ${warning}\n`);
+    if (booleanFlag(argv, "json")) {
+      io.stdout(`${JSON.stringify(report.summary, null, 2)}\n`);
+      return;
+    }
+    const V = result.validation.length;
+    io.stdout(
+      formatTable(
+        [
+          "plan",
+          ...result.lengths.map((n) => `loss@${n}`),
+          `kv@${V}`,
+          ...(result.budget === undefined ? [] : ["KV bytes"]),
+          `val loss@${V}`,
+          "",
+        ],
+        [
+          ...result.candidates.map((cand, i) => [
+            candidateFile(i),
+            ...result.lengths.map((n) => fixed(cand.point.loss[String(n)]!, 5)),
+            fixed(cand.kvDensity),
+            ...(cand.kvBytes === undefined ? [] : [`${cand.kvBytes}${cand.withinBudget ? "" : " over"}`]),
+            fixed(cand.validationLoss),
+            i === result.chosen ? "chosen → plan.json" : "",
+          ]),
+          [
+            "dense",
+            ...result.lengths.map(() => "–"),
+            "1.0000",
+            ...(result.budget ? ["–"] : []),
+            fixed(result.validation.denseLoss),
+            "",
+          ],
+          [
+            "uniform span",
+            ...result.lengths.map(() => "–"),
+            fixed(result.validation.uniform.kvDensity),
+            ...(result.budget ? ["–"] : []),
+            fixed(result.validation.uniform.loss),
+            "",
+          ],
+        ],
+      ),
+    );
+    io.stdout(
+      `\nwrote ${join(outDir, "plan.json")} (candidate ${result.chosen} of ${result.candidates.length}, KV density ` +
+        `${fixed(result.candidates[result.chosen]!.kvDensity)} at ${V} tokens) and ${join(outDir, reportFile)} ` +
+        `in ${formatDuration(result.seconds.total)}\n`,
+    );
+  },
+};

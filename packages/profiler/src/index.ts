@@ -1,0 +1,13 @@
+export * from "./budget.js";
+export * from "./calibration.js";
+export * from "./compress.js";
+export { corpusDocuments, type CorpusName } from "./corpus.js";
+export { modelFingerprint } from "./fingerprint.js";
+export * from "./jsonl.js";
+export * from "./profile-file.js";
+export * from "./profile-run.js";
+export * from "./prompt-frame.js";
+export { SampleRandom } from "./random.js";
+export * from "./sample.js";
+export { E_PROFILE_STATE, removeState, type SampleRecord } from "./state.js";
+export * from "./validate.js";

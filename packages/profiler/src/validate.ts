@@ -1,0 +1,95 @@
+/**
+ * Validation of candidate plans (DESIGN.md: The optimisation — "validate each candidate at an unseen longer
+ * length (dense-model-answer loss) and pick the best"): fresh samples at a length no profile saw, answered by the
+ * dense model, then the mean cross-entropy of those answers when the model runs with each plan's MoA masks
+ * (prefill under the block mask at the sample's length).
+ */
+import type { MoaPlan } from "@moa/core";
+import { type LoadOptions, loadModel, type Model } from "@moa/runtime";
+import type { CalibrationSource } from "./calibration.js";
+import { type ChatMode, PromptFrame } from "./prompt-frame.js";
+import { type CalibrationSample, buildSample } from "./sample.js";
+
+export interface ValidationSetOptions {
+  length: number;
+  samples: number;
+  source: CalibrationSource;
+  answerTokens: number;
+  seed: string;
+  chat?: ChatMode;
+  /** Called after each sample is built. */
+  onSample?: (done: number, total: number) => void;
+}
+
+/**
+ * Validation samples at `length`, answered by the dense `model`. Their random streams are named
+ * `<seed>/validation/<length>/<i>`, apart from every profiling sample's.
+ */
+export async function buildValidationSet(
+  model: Model,
+  options: ValidationSetOptions,
+): Promise<CalibrationSample[]> {
+  const frame = PromptFrame.of(model, options.chat ?? "auto");
+  const samples: CalibrationSample[] = [];
+  for (let i = 0; i < options.samples; i++) {
+    samples.push(
+      await buildSample(model, frame, options.source, {
+        length: options.length,
+        index: i,
+        answerTokens: options.answerTokens,
+        seedName: `${options.seed}/validation/${options.length}/${i}`,
+      }),
+    );
+    options.onSample?.(i + 1, options.samples);
+  }
+  return samples;
+}
+
+/**
+ * Mean cross-entropy (nats) over the answer tokens of all samples pooled, under the model's own attention
+ * (dense, or its plan's block masks). Logit row `p` predicts token `p + 1`, so answer token `t` is scored by row
+ * `t − 1`; log-softmax in float64.
+ */
+export function answerLoss(model: Model, samples: readonly CalibrationSample[]): number {
+  const vocab = model.config.vocabSize;
+  let sum = 0;
+  let count = 0;
+  for (const sample of samples) {
+    const logits = model.logits(sample.ids);
+    for (let t = sample.answerStart; t < sample.length; t++) {
+      const row = logits.subarray((t - 1) * vocab, t * vocab);
+      let max = Number.NEGATIVE_INFINITY;
+      for (let v = 0; v < vocab; v++) if (row[v]! > max) max = row[v]!;
+      let z = 0;
+      for (let v = 0; v < vocab; v++) z += Math.exp(row[v]! - max);
+      sum += max + Math.log(z) - row[sample.ids[t]!]!;
+      count++;
+    }
+  }
+  return sum / count;
+}
+
+/** The answer loss of each plan: the checkpoint loaded with the plan (its masks and elastic cache), then scored. */
+export async function planLosses(
+  dir: string,
+  plans: readonly MoaPlan[],
+  samples: readonly CalibrationSample[],
+  options: { backend?: LoadOptions["backend"]; onPlan?: (done: number, total: number) => void } = {},
+): Promise<number[]> {
+  const maxLength = Math.max(...samples.map((s) => s.length));
+  const losses: number[] = [];
+  for (const [i, plan] of plans.entries()) {
+    const model = await loadModel(dir, {
+      plan,
+      maxLength,
+      ...(options.backend === undefined ? {} : { backend: options.backend }),
+    });
+    try {
+      losses.push(answerLoss(model, samples));
+    } finally {
+      model.dispose();
+    }
+    options.onPlan?.(i + 1, plans.length);
+  }
+  return losses;
+}
