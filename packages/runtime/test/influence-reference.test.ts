@@ -353,6 +353,19 @@ describe("profileInfluence arguments", () => {
     expect(code(() => profileInfluence(model, tokens(101, 4096, 1), 50))).toMatch(/E_CONTEXT: .*101 tokens/);
   });
 
+  it("the shortest input, 2 tokens, is one block: the loss of predicting token 1 and row 0's E_00 = G_00·A_00", () => {
+    const got = profileInfluence(model, [0, 17], 1);
+    const want = referenceProfile(model, [0, 17], 1);
+    expect(got.blocks).toBe(1);
+    expect(got.influence.length).toBe(model.config.layers * model.config.heads);
+    expect(Math.abs(got.loss - want.loss)).toBeLessThan(1e-6 * want.loss);
+    // Within 1e-5 of the largest head's: a head whose dOut_0·v_0 nearly cancels is small and carries fp32 noise.
+    const largest = Math.max(...want.influence);
+    for (const [i, value] of want.influence.entries()) {
+      expect(Math.abs(got.influence[i]! - value)).toBeLessThan(1e-5 * largest);
+    }
+  });
+
   it("a model loaded with a plan is profiled with dense attention", async () => {
     // 200 tokens: blocks 0 (sink), 1 and 2 (diagonal); a rule of one block masks block 1 out.
     const ids = tokens(200, model.config.vocabSize, 5);
