@@ -8,6 +8,7 @@ import type { HostStorage, NativeTensor, Storage } from "./tensor.js";
  */
 export class CpuBackend extends NativeBackend {
   readonly name = "cpu" as const;
+  readonly kvCacheDtype = "f32" as const;
   readonly deviceName: string;
 
   constructor(addon: NativeAddon) {

@@ -1,15 +1,32 @@
 import { NativeBackend, type RefOf } from "./native-backend.js";
 import type { CudaAddon, NativeRef } from "./native.js";
-import type { DeviceStorage, NativeTensor, Storage } from "./tensor.js";
+import { type DeviceStorage, NativeTensor, type Storage } from "./tensor.js";
+
+/** Environment override of the CUDA backend's KV-cache dtype ("f32" for bit-level comparisons with the CPU). */
+function cacheDtypeFromEnv(): "f32" | "bf16" {
+  const value = process.env.MOA_CUDA_KV_DTYPE?.trim().toLowerCase();
+  if (value === undefined || value === "" || value === "bf16") return "bf16";
+  if (value === "f32") return "f32";
+  throw new Error(
+    `@moa/kernels-cuda: MOA_CUDA_KV_DTYPE must be bf16 or f32, got "${process.env.MOA_CUDA_KV_DTYPE}"`,
+  );
+}
 
 /**
  * The CUDA backend (moa_cuda.node): tensors live in device memory (cudaMalloc, zeroed), ops run on the
- * default stream. Ops with a CUDA kernel (rmsNorm, siluMul, add so far) run on the GPU; the others run the
- * CPU reference on host copies of their tensors and write the results back, so the whole Backend works
- * today and each op moves to the GPU as its kernel lands (src/cuda/<op>.cu).
+ * default stream in call order and return before the GPU has finished; `toHost` and `synchronize` wait.
+ * Every forward op has a CUDA kernel (src/cuda/<op>.cu): matmul through cuBLAS (bf16/f16 weights multiply x
+ * rounded to the same type, fp32 accumulation), fused elementwise kernels, tensor-core flash attention for
+ * prefill with MoA band skipping, split-K decode over the bf16 ring-buffer cache. An op that has no kernel
+ * (`execute` with hasKernel false: the backward ops) runs the CPU reference on host copies of its tensors.
+ *
+ * Errors: a failed launch, allocation or cuBLAS call throws a JS Error naming the op and its sizes; a fault
+ * inside a kernel surfaces at the next synchronising call (MOA_CUDA_SYNC=1 synchronises after every launch so
+ * the faulting op names itself). Out-of-memory is recoverable: free tensors (or a model) and go on.
  */
 export class CudaBackend extends NativeBackend {
   readonly name = "cuda" as const;
+  readonly kvCacheDtype = cacheDtypeFromEnv();
   // Device memory of tensors that were never freed is released when their storage is collected.
   private readonly collector: FinalizationRegistry<bigint>;
 
@@ -25,6 +42,37 @@ export class CudaBackend extends NativeBackend {
         // The context may already be gone at exit; nothing left to release then.
       }
     });
+  }
+
+  /** Free and total device memory in bytes. */
+  memoryInfo(): { free: number; total: number } {
+    return this.cuda.memoryInfo();
+  }
+
+  /** Releases the ops' scratch buffers (GEMM input copies, split-K partials); they are reallocated on demand. */
+  releaseScratch(): void {
+    this.cuda.releaseScratch();
+  }
+
+  /**
+   * Copies all of `from` into `to` on the device (same dtype and element count; the shapes may differ),
+   * ordered with the ops: e.g. one sequence slot's cache region into another's.
+   */
+  copy(to: NativeTensor, from: NativeTensor): void {
+    for (const [name, t] of [
+      ["to", to],
+      ["from", from],
+    ] as const) {
+      if (!(t instanceof NativeTensor) || t.device !== "cuda" || t.released || t.storage.freed) {
+        throw new TypeError(`copy: ${name} is not a live tensor of the cuda backend`);
+      }
+    }
+    if (to.dtype !== from.dtype || to.byteLength !== from.byteLength) {
+      throw new RangeError(
+        `copy: ${from.dtype}[${from.shape.join(", ")}] does not fit ${to.dtype}[${to.shape.join(", ")}]`,
+      );
+    }
+    this.cuda.copyDevice(to.handle as bigint, from.handle as bigint, from.byteLength);
   }
 
   protected allocate(byteLength: number): Storage {
@@ -72,8 +120,8 @@ export class CudaBackend extends NativeBackend {
       call((t) => t.handle);
       return;
     }
-    // No CUDA kernel for this op yet: run the CPU reference on host copies (outputs too: rope works in place,
-    // kvAppend fills part of the cache), then copy the outputs back.
+    // No CUDA kernel for this op: run the CPU reference on host copies (outputs too, for ops that accumulate
+    // into them), then copy the outputs back.
     const staged = new Map<NativeTensor, Uint8Array>();
     for (const t of [...inputs, ...outputs]) {
       if (!staged.has(t)) staged.set(t, this.readBytes(t));

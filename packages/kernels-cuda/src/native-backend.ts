@@ -26,6 +26,7 @@ export type RefOf = (t: NativeTensor) => NativeRef;
 export abstract class NativeBackend implements Backend {
   abstract readonly name: "cpu" | "cuda";
   abstract readonly deviceName: string;
+  abstract readonly kvCacheDtype: "f32" | "bf16";
 
   protected constructor(protected readonly addon: NativeAddon) {}
 
@@ -184,7 +185,7 @@ export abstract class NativeBackend implements Backend {
     args.noOverlap("out", o, "x", xt);
     args.noOverlap("out", o, "w", wt);
     const m = leadingCount(xt.shape);
-    this.execute(false, bt ? [xt, wt, bt] : [xt, wt], [o], (ref) =>
+    this.execute(true, bt ? [xt, wt, bt] : [xt, wt], [o], (ref) =>
       this.addon.matmul(
         ref(o),
         ref(xt),
@@ -208,7 +209,7 @@ export abstract class NativeBackend implements Backend {
     const [vocab, dim] = tt.shape as [number, number];
     args.shape("out", o, [...it.shape, dim]);
     const tokens = elementCount(it.shape);
-    this.execute(false, [it, tt], [o], (ref) =>
+    this.execute(true, [it, tt], [o], (ref) =>
       this.addon.embedding(ref(o), ref(it), tokens, ref(tt), DTYPE_CODE[tt.dtype], vocab, dim),
     );
   }
@@ -245,7 +246,7 @@ export abstract class NativeBackend implements Backend {
       args.fail(`invFreq must have between 1 and headDim/2 (${headDim / 2}) entries, got ${rotaryHalf}`);
     }
     args.finite("attentionScale", attentionScale);
-    this.execute(false, [pt, ft], [xt], (ref) =>
+    this.execute(true, [pt, ft], [xt], (ref) =>
       this.addon.rope(ref(xt), ref(pt), ref(ft), tokens, heads, headDim, rotaryHalf, attentionScale),
     );
   }
@@ -278,7 +279,7 @@ export abstract class NativeBackend implements Backend {
     args.sameShape("out", o, "x", xt);
     const cols = lastDim(xt.shape);
     const rows = leadingCount(xt.shape);
-    this.execute(false, [xt], [o], (ref) => this.addon.softmax(ref(o), ref(xt), rows, cols));
+    this.execute(true, [xt], [o], (ref) => this.addon.softmax(ref(o), ref(xt), rows, cols));
   }
 
   attentionPrefill(
@@ -358,7 +359,7 @@ export abstract class NativeBackend implements Backend {
     }
     if (mask !== undefined) args.mask(mask, queryHeads, ["block", "window"]);
     const nativeMask = toNativeMask(mask);
-    this.execute(false, [qt, kt, vt], [o], (ref) =>
+    this.execute(true, [qt, kt, vt], [o], (ref) =>
       this.addon.attentionPrefill(
         ref(o),
         ref(qt),
@@ -598,8 +599,16 @@ export abstract class NativeBackend implements Backend {
     }
     args.int32Array("slots", slots, tokens);
     args.int32Array("positions", positions, tokens);
-    this.execute(false, [kt, vt], [layer.k, layer.v], (ref) =>
-      this.addon.kvAppend(...cacheArgs(cache, layer, ref), ref(kt), ref(vt), slots, positions, tokens),
+    this.execute(true, [kt, vt], [layer.k, layer.v], (ref) =>
+      this.addon.kvAppend(
+        ...cacheArgs(cache, layer, ref),
+        ref(kt),
+        ref(vt),
+        slots,
+        positions,
+        tokens,
+        DTYPE_CODE[layer.k.dtype],
+      ),
     );
   }
 
@@ -640,7 +649,7 @@ export abstract class NativeBackend implements Backend {
       }
     }
     const nativeMask = toNativeMask(mask);
-    this.execute(false, [layer.k, layer.v, qt], [o], (ref) =>
+    this.execute(true, [layer.k, layer.v, qt], [o], (ref) =>
       this.addon.attentionDecode(
         ...cacheArgs(cache, layer, ref),
         ref(o),
@@ -651,14 +660,18 @@ export abstract class NativeBackend implements Backend {
         queryHeads,
         scale,
         nativeMask,
+        DTYPE_CODE[layer.k.dtype],
       ),
     );
   }
 
   private checkCache(args: OpArgs, cache: KvCacheLayer): { k: NativeTensor; v: NativeTensor; slots: number } {
     if (typeof cache !== "object" || cache === null) args.fail("cache must be a KvCacheLayer", TypeError);
-    const k = args.tensor("cache.k", cache.k, F32);
-    const v = args.tensor("cache.v", cache.v, F32);
+    // The CPU reference caches f32; the CUDA backend also takes bf16 caches (backend.ts: kvCacheDtype).
+    const cacheTypes: readonly DType[] = this.name === "cuda" ? ["f32", "bf16"] : F32;
+    const k = args.tensor("cache.k", cache.k, cacheTypes);
+    const v = args.tensor("cache.v", cache.v, cacheTypes);
+    if (v.dtype !== k.dtype) args.fail(`cache.k (${k.dtype}) and cache.v (${v.dtype}) must have one dtype`);
     for (const key of ["kvHeads", "headDim"] as const) {
       if (!Number.isSafeInteger(cache[key]) || cache[key] < 1)
         args.fail(`cache.${key} must be an integer ≥ 1`);

@@ -154,6 +154,7 @@ export interface NativeAddon {
       slots: Int32Array,
       positions: Int32Array,
       tokens: number,
+      cacheType?: number,
     ]
   ): void;
   attentionDecode(
@@ -167,6 +168,7 @@ export interface NativeAddon {
       queryHeads: number,
       scale: number,
       mask: NativeMask | null,
+      cacheType?: number,
     ]
   ): void;
 }
@@ -198,6 +200,13 @@ export interface CudaAddon extends NativeAddon {
   release(address: bigint): void;
   copyToDevice(destination: bigint, source: Uint8Array, bytes: number): void;
   copyToHost(destination: Uint8Array, source: bigint, bytes: number): void;
+  /** Device-to-device copy, ordered with the ops. */
+  copyDevice(destination: bigint, source: bigint, bytes: number): void;
+  memoryInfo(): { free: number; total: number };
+  /** Frees the ops' scratch buffers (allocated again on demand). */
+  releaseScratch(): void;
+  /** null when cuBLAS loads, else why it does not. */
+  cublasStatus(): string | null;
   synchronize(): void;
 }
 

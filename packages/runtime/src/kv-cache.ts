@@ -64,9 +64,8 @@ export function ringCapacities(
   return { sinkTokens: plan.sinkTokens, ringCap };
 }
 
-/** Float32 elements per cache entry per head are `headDim`; the CPU runtime caches K and V in f32. */
-const CACHE_DTYPE = "f32";
-const CACHE_ELEMENT_BYTES = 4;
+/** Bytes per cached K or V element of each cache dtype a backend may ask for (`Backend.kvCacheDtype`). */
+const CACHE_ELEMENT_BYTES = { f32: 4, bf16: 2 } as const;
 
 export class KvCache {
   readonly layers: readonly KvCacheLayer[];
@@ -120,8 +119,8 @@ export class KvCache {
             { source: "KvCache", field: "maxLength" },
           );
         }
-        const k = backend.empty(CACHE_DTYPE, [entries, shape.headDim]);
-        const v = backend.empty(CACHE_DTYPE, [entries, shape.headDim]);
+        const k = backend.empty(backend.kvCacheDtype, [entries, shape.headDim]);
+        const v = backend.empty(backend.kvCacheDtype, [entries, shape.headDim]);
         layers.push({
           k,
           v,
@@ -156,7 +155,7 @@ export class KvCache {
 
   /** Bytes per cached element (K or V value). */
   get elementBytes(): number {
-    return CACHE_ELEMENT_BYTES;
+    return CACHE_ELEMENT_BYTES[this.backend.kvCacheDtype];
   }
 
   /** Smallest ring over all layers and KV heads (prefill appends in chunks no longer than it). */

@@ -430,6 +430,19 @@ export class TransformerModel {
     return b.toHost(logits) as Float32Array;
   }
 
+  /**
+   * Frees the scratch tensors sized by the longest call so far (a long prefill's activations, the logits
+   * buffer); the next call allocates what it needs. Weights and cache stay. Lets a server (or a benchmark)
+   * give a long prefill's working memory back to the KV cache.
+   */
+  releaseScratch(): void {
+    this.checkAlive();
+    this.workspace?.dispose();
+    this.workspace = undefined;
+    if (this.logitsBuffer !== undefined) this.backend.free(this.logitsBuffer);
+    this.logitsBuffer = undefined;
+  }
+
   /** Frees the backend tensors (weights, scratch, cache). */
   dispose(): void {
     if (this.disposed) return;

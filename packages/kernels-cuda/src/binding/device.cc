@@ -78,6 +78,40 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info) {
   return guarded(info, [&] { cuda::synchronize(); });
 }
 
+// copyDevice(destinationAddress, sourceAddress, bytes): a device-to-device copy ordered with the ops.
+Napi::Value CopyDevice(const Napi::CallbackInfo& info) {
+  const std::string op = "copy";
+  return guarded(info, [&] {
+    const int64_t bytes = intArg(info, 2, op, "bytes");
+    const Ref dst = tensorArg(info, 0, op, "destination", 0);
+    const Ref src = tensorArg(info, 1, op, "source", 0);
+    if (!dst.device || !src.device) fail(op, "copyDevice takes two device addresses");
+    cuda::copyDevice(dst.data, src.data, static_cast<size_t>(bytes));
+  });
+}
+
+// { free, total } bytes of device memory.
+Napi::Value MemoryInfo(const Napi::CallbackInfo& info) {
+  Napi::Object result = Napi::Object::New(info.Env());
+  guarded(info, [&] {
+    const cuda::MemoryInfo memory = cuda::memoryInfo();
+    result.Set("free", Napi::Number::New(info.Env(), static_cast<double>(memory.free)));
+    result.Set("total", Napi::Number::New(info.Env(), static_cast<double>(memory.total)));
+  });
+  return result;
+}
+
+Napi::Value ReleaseScratch(const Napi::CallbackInfo& info) {
+  return guarded(info, [&] { cuda::releaseScratch(); });
+}
+
+// null when cuBLAS loads, else why it does not.
+Napi::Value CublasStatus(const Napi::CallbackInfo& info) {
+  std::string error;
+  guarded(info, [&] { error = cuda::cublasStatus(); });
+  return error.empty() ? info.Env().Null() : Napi::String::New(info.Env(), error);
+}
+
 #endif
 
 }  // namespace
@@ -92,6 +126,10 @@ void registerDevice(Napi::Env env, Napi::Object exports) {
   exports.Set("copyToDevice", Napi::Function::New(env, CopyToDevice, "copyToDevice"));
   exports.Set("copyToHost", Napi::Function::New(env, CopyToHost, "copyToHost"));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize, "synchronize"));
+  exports.Set("copyDevice", Napi::Function::New(env, CopyDevice, "copyDevice"));
+  exports.Set("memoryInfo", Napi::Function::New(env, MemoryInfo, "memoryInfo"));
+  exports.Set("releaseScratch", Napi::Function::New(env, ReleaseScratch, "releaseScratch"));
+  exports.Set("cublasStatus", Napi::Function::New(env, CublasStatus, "cublasStatus"));
 #endif
 }
 

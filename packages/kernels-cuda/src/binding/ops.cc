@@ -30,10 +30,6 @@ bool onDevice(const std::string& op, std::initializer_list<Ref> refs) {
   return any;
 }
 
-// Ops whose CUDA kernel has not been written yet: the CUDA backend stages them through host memory.
-void hostOnly(const std::string& op, std::initializer_list<Ref> refs) {
-  if (onDevice(op, refs)) fail(op, "has no CUDA kernel yet; call it with host storage");
-}
 
 // Reads a MoaMask object ({ window, alpha, beta, blockSize, sinkTokens }) or null (dense).
 MaskRule maskArg(const Napi::CallbackInfo& info, size_t index, const std::string& op, int64_t queryHeads) {
@@ -87,7 +83,13 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     const Ref x = tensorArg(info, 1, op, "x", mul(op, m, k) * F32);
     const Ref w = tensorArg(info, 2, op, "w", bytesOf(mul(op, n, k), wType));
     const Ref bias = optionalTensorArg(info, 4, op, "bias", bytesOf(n, biasType));
-    hostOnly(op, {out, x, w, bias});
+    if (onDevice(op, {out, x, w, bias})) {
+#ifdef MOA_WITH_CUDA
+      cuda::matmul(static_cast<float*>(out.data), static_cast<const float*>(x.data), w.data, wType, bias.data,
+                   biasType, m, n, k);
+#endif
+      return;
+    }
     cpu::matmul(static_cast<float*>(out.data), static_cast<const float*>(x.data), w.data, wType, bias.data, biasType,
                 m, n, k);
   });
@@ -103,7 +105,13 @@ Napi::Value Embedding(const Napi::CallbackInfo& info) {
     const Ref out = tensorArg(info, 0, op, "out", mul(op, tokens, dim) * F32);
     const Ref ids = tensorArg(info, 1, op, "ids", static_cast<size_t>(tokens) * 4);
     const Ref table = tensorArg(info, 3, op, "table", bytesOf(mul(op, vocab, dim), tableType));
-    hostOnly(op, {out, ids, table});
+    if (onDevice(op, {out, ids, table})) {
+#ifdef MOA_WITH_CUDA
+      cuda::embedding(static_cast<float*>(out.data), static_cast<const int32_t*>(ids.data), tokens, table.data,
+                      tableType, vocab, dim);
+#endif
+      return;
+    }
     cpu::embedding(static_cast<float*>(out.data), static_cast<const int32_t*>(ids.data), tokens, table.data,
                    tableType, vocab, dim);
   });
@@ -143,7 +151,13 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
     const Ref x = tensorArg(info, 0, op, "x", mul(op, tokens, heads, headDim) * F32);
     const Ref positions = tensorArg(info, 1, op, "positions", static_cast<size_t>(tokens) * 4);
     const Ref invFreq = tensorArg(info, 2, op, "invFreq", static_cast<size_t>(rotaryHalf) * F32);
-    hostOnly(op, {x, positions, invFreq});
+    if (onDevice(op, {x, positions, invFreq})) {
+#ifdef MOA_WITH_CUDA
+      cuda::rope(static_cast<float*>(x.data), static_cast<const int32_t*>(positions.data),
+                 static_cast<const float*>(invFreq.data), tokens, heads, headDim, rotaryHalf, attentionScale);
+#endif
+      return;
+    }
     cpu::rope(static_cast<float*>(x.data), static_cast<const int32_t*>(positions.data),
               static_cast<const float*>(invFreq.data), tokens, heads, headDim, rotaryHalf, attentionScale);
   });
@@ -194,7 +208,12 @@ Napi::Value Softmax(const Napi::CallbackInfo& info) {
     const int64_t cols = intArg(info, 3, op, "cols");
     const Ref out = tensorArg(info, 0, op, "out", mul(op, rows, cols) * F32);
     const Ref x = tensorArg(info, 1, op, "x", mul(op, rows, cols) * F32);
-    hostOnly(op, {out, x});
+    if (onDevice(op, {out, x})) {
+#ifdef MOA_WITH_CUDA
+      cuda::softmax(static_cast<float*>(out.data), static_cast<const float*>(x.data), rows, cols);
+#endif
+      return;
+    }
     cpu::softmax(static_cast<float*>(out.data), static_cast<const float*>(x.data), rows, cols);
   });
 }
@@ -225,7 +244,13 @@ Napi::Value AttentionPrefill(const Napi::CallbackInfo& info) {
     const Ref q = tensorArg(info, 1, op, "q", qBytes);
     const Ref k = tensorArg(info, 2, op, "k", kvBytes);
     const Ref v = tensorArg(info, 3, op, "v", kvBytes);
-    hostOnly(op, {out, q, k, v});
+    if (onDevice(op, {out, q, k, v})) {
+#ifdef MOA_WITH_CUDA
+      cuda::attentionPrefill(out.data, q.data, k.data, v.data, DType::F32, cuSeqlens, sequences,
+                             {dims.queryHeads, dims.kvHeads, dims.headDim}, scale, mask);
+#endif
+      return;
+    }
     cpu::attentionPrefill(static_cast<float*>(out.data), static_cast<const float*>(q.data),
                           static_cast<const float*>(k.data), static_cast<const float*>(v.data), cuSeqlens, sequences,
                           dims, scale, mask);
@@ -234,7 +259,9 @@ Napi::Value AttentionPrefill(const Napi::CallbackInfo& info) {
 
 // Reads the cache arguments starting at `first`:
 // cacheK, cacheV, entries, kvHeads, headDim, sinkTokens, ringCap, regionOffset, slots (count of slot regions).
-cpu::KvCache cacheArgs(const Napi::CallbackInfo& info, size_t first, const std::string& op, Ref* kRef, Ref* vRef) {
+// `cacheType` is the element type of cacheK/cacheV (F32; BF16 on the GPU only).
+cpu::KvCache cacheArgs(const Napi::CallbackInfo& info, size_t first, const std::string& op, Ref* kRef, Ref* vRef,
+                       DType cacheType) {
   cpu::KvCache cache{};
   cache.entries = intArg(info, first + 2, op, "cache entries");
   cache.kvHeads = intArg(info, first + 3, op, "cache.kvHeads", 1);
@@ -245,9 +272,11 @@ cpu::KvCache cacheArgs(const Napi::CallbackInfo& info, size_t first, const std::
   cache.slots = intArg(info, first + 8, op, "cache slots");
   cache.regionOffset = hostArrayArg<int32_t>(info, first + 7, op, "cache.regionOffset", napi_int32_array,
                                              static_cast<size_t>(mul(op, cache.slots, cache.kvHeads)));
-  const size_t cacheBytes = mul(op, cache.entries, cache.headDim) * F32;
+  const size_t cacheBytes = bytesOf(mul(op, cache.entries, cache.headDim), cacheType);
   *kRef = tensorArg(info, first, op, "cache.k", cacheBytes);
   *vRef = tensorArg(info, first + 1, op, "cache.v", cacheBytes);
+  if (cacheType != DType::F32 && cacheType != DType::BF16) fail(op, "the cache must be f32 or bf16");
+  if (cacheType == DType::BF16 && !kRef->device) fail(op, "bf16 KV caches need the CUDA backend");
   cache.k = static_cast<float*>(kRef->data);
   cache.v = static_cast<float*>(vRef->data);
   // Every region must lie inside the cache: this is what keeps appends and reads in bounds.
@@ -266,14 +295,28 @@ cpu::KvCache cacheArgs(const Napi::CallbackInfo& info, size_t first, const std::
   return cache;
 }
 
+// The optional trailing cache dtype argument (default F32).
+DType cacheTypeArg(const Napi::CallbackInfo& info, size_t index, const std::string& op) {
+  if (info.Length() <= index || info[index].IsUndefined() || info[index].IsNull()) return DType::F32;
+  return dtypeArg(info, index, op, "cacheType");
+}
+
+#ifdef MOA_WITH_CUDA
+cuda::KvCache deviceCache(const cpu::KvCache& cache, DType type) {
+  return {cache.k, cache.v, type, cache.entries, cache.kvHeads, cache.headDim, cache.sinkTokens, cache.ringCap,
+          cache.regionOffset, cache.slots};
+}
+#endif
+
 // kvAppend(cacheK, cacheV, entries, kvHeads, headDim, sinkTokens, ringCap, regionOffset, slotCount,
-//          k, v, slots, positions, tokens)
+//          k, v, slots, positions, tokens, cacheType?)
 Napi::Value KvAppend(const Napi::CallbackInfo& info) {
   const std::string op = "kvAppend";
   return guarded(info, [&] {
     Ref cacheK;
     Ref cacheV;
-    const cpu::KvCache cache = cacheArgs(info, 0, op, &cacheK, &cacheV);
+    const DType cacheType = cacheTypeArg(info, 14, op);
+    const cpu::KvCache cache = cacheArgs(info, 0, op, &cacheK, &cacheV, cacheType);
     const int64_t tokens = intArg(info, 13, op, "tokens");
     const size_t bytes = mul(op, tokens, cache.kvHeads, cache.headDim) * F32;
     const Ref k = tensorArg(info, 9, op, "k", bytes);
@@ -282,20 +325,27 @@ Napi::Value KvAppend(const Napi::CallbackInfo& info) {
         hostArrayArg<int32_t>(info, 11, op, "slots", napi_int32_array, static_cast<size_t>(tokens));
     const int32_t* positions =
         hostArrayArg<int32_t>(info, 12, op, "positions", napi_int32_array, static_cast<size_t>(tokens));
-    hostOnly(op, {cacheK, cacheV, k, v});
+    if (onDevice(op, {cacheK, cacheV, k, v})) {
+#ifdef MOA_WITH_CUDA
+      cuda::kvAppend(deviceCache(cache, cacheType), static_cast<const float*>(k.data),
+                     static_cast<const float*>(v.data), slots, positions, tokens);
+#endif
+      return;
+    }
     cpu::kvAppend(cache, static_cast<const float*>(k.data), static_cast<const float*>(v.data), slots, positions,
                   tokens);
   });
 }
 
 // attentionDecode(cacheK, cacheV, entries, kvHeads, headDim, sinkTokens, ringCap, regionOffset, slotCount,
-//                 out, q, slots, seqLens, batch, queryHeads, scale, mask)
+//                 out, q, slots, seqLens, batch, queryHeads, scale, mask, cacheType?)
 Napi::Value AttentionDecode(const Napi::CallbackInfo& info) {
   const std::string op = "attentionDecode";
   return guarded(info, [&] {
     Ref cacheK;
     Ref cacheV;
-    const cpu::KvCache cache = cacheArgs(info, 0, op, &cacheK, &cacheV);
+    const DType cacheType = cacheTypeArg(info, 17, op);
+    const cpu::KvCache cache = cacheArgs(info, 0, op, &cacheK, &cacheV, cacheType);
     const int64_t batch = intArg(info, 13, op, "batch");
     const int64_t queryHeads = intArg(info, 14, op, "queryHeads", 1);
     if (queryHeads % cache.kvHeads != 0) fail(op, "queryHeads must be a multiple of cache.kvHeads");
@@ -308,7 +358,13 @@ Napi::Value AttentionDecode(const Napi::CallbackInfo& info) {
     const int32_t* slots = hostArrayArg<int32_t>(info, 11, op, "slots", napi_int32_array, static_cast<size_t>(batch));
     const int32_t* seqLens =
         hostArrayArg<int32_t>(info, 12, op, "seqLens", napi_int32_array, static_cast<size_t>(batch));
-    hostOnly(op, {cacheK, cacheV, out, q});
+    if (onDevice(op, {cacheK, cacheV, out, q})) {
+#ifdef MOA_WITH_CUDA
+      cuda::attentionDecode(static_cast<float*>(out.data), static_cast<const float*>(q.data),
+                            deviceCache(cache, cacheType), slots, seqLens, batch, queryHeads, scale, mask);
+#endif
+      return;
+    }
     cpu::attentionDecode(static_cast<float*>(out.data), static_cast<const float*>(q.data), cache, slots, seqLens,
                          batch, queryHeads, scale, mask);
   });

@@ -1,6 +1,11 @@
 // The CUDA side of the ops, declared in plain C++ so the N-API binding (compiled by the host compiler) can call
 // it without CUDA headers. Each op in src/cuda/<op>.cu takes the same arguments as its CPU reference in
-// src/cpu/<op>.cc, with device pointers. Errors are thrown as std::runtime_error naming the op.
+// src/cpu/<op>.cc, with device pointers for tensors and host pointers for index lists (slots, positions,
+// cuSeqlens, region offsets), which the op checks on the host before anything is launched. Errors are thrown
+// as std::runtime_error (CUDA failures) or std::out_of_range (bad indices), naming the op and its sizes.
+//
+// All work runs on the legacy default stream, in call order. Scratch memory (index lists, bf16 copies of GEMM
+// inputs, split-K partials) is kept per purpose and only grows, so a steady decode loop allocates nothing.
 #pragma once
 
 #include <cstddef>
@@ -28,16 +33,72 @@ struct DeviceInfo {
 };
 DeviceInfo deviceInfo(int device);
 
+struct MemoryInfo {
+  size_t free = 0;
+  size_t total = 0;
+};
+MemoryInfo memoryInfo();
+
 // Zero-initialised device memory.
 void* allocate(size_t bytes);
 void release(void* pointer);
 void copyToDevice(void* destination, const void* source, size_t bytes);
 void copyToHost(void* destination, const void* source, size_t bytes);
+// Device-to-device copy, ordered with the ops.
+void copyDevice(void* destination, const void* source, size_t bytes);
 // Waits for all queued work and reports any error a kernel raised.
 void synchronize();
+// Frees the ops' scratch buffers (they are allocated again on demand).
+void releaseScratch();
 
+// out[m, n] = x[m, k] · wᵀ (+ bias[n]) through cuBLAS: bf16/f16 weights multiply x rounded to the same 16-bit
+// type with fp32 accumulation; f32 weights run an fp32 GEMM.
+void matmul(float* out, const float* x, const void* w, DType wType, const void* bias, DType biasType, int64_t m,
+            int64_t n, int64_t k);
+// Whether cuBLAS could be loaded, and if not, why (the library is opened on first use).
+std::string cublasStatus();
+
+void embedding(float* out, const int32_t* ids, int64_t tokens, const void* table, DType tableType, int64_t vocab,
+               int64_t dim);
 void rmsNorm(float* out, const float* x, const void* weight, DType weightType, int64_t rows, int64_t dim, float eps);
+void rope(float* x, const int32_t* positions, const float* invFreq, int64_t tokens, int64_t heads, int64_t headDim,
+          int64_t rotaryHalf, float attentionScale);
 void siluMul(float* out, const float* gate, const float* up, int64_t count);
 void add(float* out, const float* a, const float* b, int64_t count);
+void softmax(float* out, const float* x, int64_t rows, int64_t cols);
+
+// q/k/v/out element type of the attention kernels: f32 (the runtime's activations) or bf16.
+struct AttentionDims {
+  int64_t queryHeads;
+  int64_t kvHeads;
+  int64_t headDim;
+};
+
+// Causal attention over packed sequences (cpu/ops.h: attentionPrefill); `type` is the element type of
+// q, k, v and out (F32 or BF16). cuSeqlens is a host array. Tiles outside a head's mask are never loaded.
+void attentionPrefill(void* out, const void* q, const void* k, const void* v, DType type, const int32_t* cuSeqlens,
+                      int64_t sequences, const AttentionDims& dims, float scale, const MaskRule& mask);
+
+// One layer of the elastic KV cache with device storage (cpu/ops.h: KvCache); k/v are F32 or BF16.
+struct KvCache {
+  void* k;
+  void* v;
+  DType type;
+  int64_t entries;
+  int64_t kvHeads;
+  int64_t headDim;
+  int64_t sinkTokens;
+  const int32_t* ringCap;       // host [kvHeads]
+  const int32_t* regionOffset;  // host [slots · kvHeads]
+  int64_t slots;
+};
+
+// k/v are f32 [tokens, Hkv, D]; slots and positions are host arrays.
+void kvAppend(const KvCache& cache, const float* k, const float* v, const int32_t* slots, const int32_t* positions,
+              int64_t tokens);
+
+// q/out f32 [B, Hq, D]; slots and seqLens are host arrays. Split-K over the cached positions.
+void attentionDecode(float* out, const float* q, const KvCache& cache, const int32_t* slots, const int32_t* seqLens,
+                     int64_t batch, int64_t queryHeads, float scale, const MaskRule& mask);
 
 }  // namespace moa::cuda

@@ -1,9 +1,13 @@
-// Device query, memory and synchronisation for the CUDA backend.
+// Device query, memory, synchronisation and the ops' scratch memory for the CUDA backend.
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 
+#include <cstring>
+#include <mutex>
+
 #include "cuda/check.cuh"
 #include "cuda/cuda_ops.h"
+#include "cuda/scratch.cuh"
 
 namespace moa::cuda {
 
@@ -44,14 +48,130 @@ DeviceInfo deviceInfo(int device) {
   return info;
 }
 
-void* allocate(size_t bytes) {
+MemoryInfo memoryInfo() {
+  MemoryInfo info;
+  check("memoryInfo", cudaMemGetInfo(&info.free, &info.total));
+  return info;
+}
+
+int multiprocessorCount() {
+  static const int count = [] {
+    int device = 0;
+    int value = 0;
+    check("deviceInfo", cudaGetDevice(&device));
+    check("deviceInfo", cudaDeviceGetAttribute(&value, cudaDevAttrMultiProcessorCount, device));
+    return value;
+  }();
+  return count;
+}
+
+namespace {
+
+std::string megabytes(size_t bytes) { return std::to_string((bytes + (1u << 20) - 1) >> 20) + " MiB"; }
+
+// cudaMalloc with an error that says how much was asked for and how much is free.
+void* deviceMalloc(size_t bytes, const std::string& op) {
   void* pointer = nullptr;
-  // A zero-byte tensor still gets a distinct, valid address.
-  check("empty", cudaMalloc(&pointer, bytes == 0 ? 1 : bytes));
+  const cudaError_t status = cudaMalloc(&pointer, bytes == 0 ? 1 : bytes);
+  if (status != cudaSuccess) {
+    cudaGetLastError();
+    size_t free = 0;
+    size_t total = 0;
+    std::string detail = std::to_string(bytes) + " bytes requested";
+    if (cudaMemGetInfo(&free, &total) == cudaSuccess) {
+      detail += "; " + megabytes(free) + " free of " + megabytes(total);
+    }
+    cudaGetLastError();
+    check(op, status, detail);
+  }
+  return pointer;
+}
+
+struct ScratchBuffer {
+  void* pointer = nullptr;
+  size_t bytes = 0;
+};
+
+std::mutex scratchMutex;
+ScratchBuffer scratchBuffers[static_cast<int>(ScratchSlot::Count)];
+
+// Pinned staging ring for uploads, in two halves: an upload that enters a half first waits for the copies
+// issued from it a lap earlier (recorded by an event when the ring left that half).
+constexpr size_t kRingBytes = size_t{8} << 20;
+struct StagingRing {
+  char* host = nullptr;
+  int half = 0;       // the half being written
+  size_t offset = 0;  // next free byte in it
+  cudaEvent_t halfDone[2] = {nullptr, nullptr};
+  bool pending[2] = {false, false};
+};
+StagingRing ring;
+
+}  // namespace
+
+void* scratch(ScratchSlot slot, size_t bytes, const std::string& op) {
+  ScratchBuffer& buffer = scratchBuffers[static_cast<int>(slot)];
+  if (buffer.bytes >= bytes && buffer.pointer != nullptr) return buffer.pointer;
+  if (buffer.pointer != nullptr) {
+    check(op, cudaFree(buffer.pointer));  // synchronises: no queued kernel still reads it
+    buffer.pointer = nullptr;
+    buffer.bytes = 0;
+  }
+  // Grow by half again, so a slowly rising size does not reallocate every call.
+  const size_t size = bytes + bytes / 2 + 256;
+  buffer.pointer = deviceMalloc(size, op + " (scratch)");
+  buffer.bytes = size;
+  return buffer.pointer;
+}
+
+void* uploadParams(const void* host, size_t bytes, const std::string& op) {
+  std::lock_guard<std::mutex> lock(scratchMutex);
+  void* device = scratch(ScratchSlot::Params, bytes, op);
+  if (bytes == 0) return device;
+  const size_t half = kRingBytes / 2;
+  if (bytes > half) {
+    // Too large to stage: a plain copy (synchronises with the stream, fine for large prefill lists).
+    check(op, cudaMemcpy(device, host, bytes, cudaMemcpyHostToDevice), "uploading " + std::to_string(bytes) + " bytes");
+    return device;
+  }
+  if (ring.host == nullptr) {
+    check(op, cudaMallocHost(reinterpret_cast<void**>(&ring.host), kRingBytes), "pinned staging buffer");
+    for (cudaEvent_t& event : ring.halfDone) check(op, cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  }
+  const size_t aligned = (bytes + 255) & ~size_t{255};
+  if (ring.offset + aligned > half) {
+    // Leave this half (its copies are marked by an event) for the other, once the copies of its last lap ran.
+    check(op, cudaEventRecord(ring.halfDone[ring.half], 0));
+    ring.pending[ring.half] = true;
+    ring.half = 1 - ring.half;
+    ring.offset = 0;
+    if (ring.pending[ring.half]) {
+      check(op, cudaEventSynchronize(ring.halfDone[ring.half]));
+      ring.pending[ring.half] = false;
+    }
+  }
+  char* staged = ring.host + static_cast<size_t>(ring.half) * half + ring.offset;
+  ring.offset += aligned;
+  std::memcpy(staged, host, bytes);
+  check(op, cudaMemcpyAsync(device, staged, bytes, cudaMemcpyHostToDevice, 0));
+  return device;
+}
+
+void releaseScratch() {
+  std::lock_guard<std::mutex> lock(scratchMutex);
+  check("releaseScratch", cudaDeviceSynchronize());
+  for (ScratchBuffer& buffer : scratchBuffers) {
+    if (buffer.pointer != nullptr) check("releaseScratch", cudaFree(buffer.pointer));
+    buffer = ScratchBuffer{};
+  }
+}
+
+void* allocate(size_t bytes) {
+  void* pointer = deviceMalloc(bytes, "empty");
   const cudaError_t status = cudaMemset(pointer, 0, bytes);
   if (status != cudaSuccess) {
     cudaFree(pointer);
-    check("empty", status);
+    check("empty", status, std::to_string(bytes) + " bytes");
   }
   return pointer;
 }
@@ -59,11 +179,17 @@ void* allocate(size_t bytes) {
 void release(void* pointer) { check("free", cudaFree(pointer)); }
 
 void copyToDevice(void* destination, const void* source, size_t bytes) {
-  check("write", cudaMemcpy(destination, source, bytes, cudaMemcpyHostToDevice));
+  check("write", cudaMemcpy(destination, source, bytes, cudaMemcpyHostToDevice), std::to_string(bytes) + " bytes");
 }
 
 void copyToHost(void* destination, const void* source, size_t bytes) {
-  check("toHost", cudaMemcpy(destination, source, bytes, cudaMemcpyDeviceToHost));
+  check("toHost", cudaMemcpy(destination, source, bytes, cudaMemcpyDeviceToHost), std::to_string(bytes) + " bytes");
+}
+
+void copyDevice(void* destination, const void* source, size_t bytes) {
+  if (bytes == 0) return;
+  check("copy", cudaMemcpyAsync(destination, source, bytes, cudaMemcpyDeviceToDevice, 0),
+        std::to_string(bytes) + " bytes");
 }
 
 void synchronize() { check("synchronize", cudaDeviceSynchronize()); }

@@ -1,0 +1,478 @@
+/**
+ * GPU correctness suite, part 1: every CUDA op against the C++ CPU reference on random inputs (odd sizes,
+ * spans that are not multiples of the block, batches of mixed lengths, ring caches that wrap). Runs with
+ * node:test on a machine with a GPU (`pnpm test:gpu`); CI has no GPU and runs the CPU suite instead.
+ *
+ * Where the CUDA op rounds to bf16 on purpose (matmul's x for bf16 weights, attention operands, the bf16 KV
+ * cache), the reference gets the same rounded inputs, so what remains is accumulation order and, for prefill
+ * attention, P rounded to bf16 before P·V (relative error ~1e-3).
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { Backend, KvCacheLayer, MoaMask, Tensor } from "../../src/index.js";
+import { loadBackend, nativeStatus } from "../../src/index.js";
+
+const cuda = loadBackend("cuda");
+const cpu = loadBackend("cpu");
+
+let seed = 0x9e3779b9;
+function random(count: number, lo = -1, hi = 1): Float32Array {
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i++) {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    out[i] = lo + ((hi - lo) * (seed >>> 0)) / 2 ** 32;
+  }
+  return out;
+}
+
+/** Round-to-nearest-even to bf16, returned as f32 values and as bf16 bits. */
+function toBf16Bits(values: Float32Array): Uint16Array {
+  const words = new Uint32Array(
+    values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength),
+  );
+  return Uint16Array.from(words, (w) => (w + 0x7fff + ((w >>> 16) & 1)) >>> 16);
+}
+function roundBf16(values: Float32Array): Float32Array {
+  const bits = toBf16Bits(values);
+  return new Float32Array(Uint32Array.from(bits, (b) => b << 16).buffer);
+}
+/** Round-to-nearest-even to IEEE half (finite inputs well inside its range; subnormals included). */
+function toF16Bits(values: Float32Array): Uint16Array {
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const x = values[i]!;
+    const sign = x < 0 || Object.is(x, -0) ? 0x8000 : 0;
+    const a = Math.abs(x);
+    if (a === 0) {
+      out[i] = sign;
+      continue;
+    }
+    const exp = Math.max(Math.floor(Math.log2(a)), -14);
+    // Units of the last place at this exponent: 2^(exp − 10); Math.round ties away from zero, so fix ties.
+    const ulps = a / 2 ** (exp - 10);
+    let q = Math.round(ulps);
+    if (q - ulps === 0.5 && q % 2 === 1) q -= 1;
+    const bits = exp === -14 && q < 1024 ? q : ((exp + 15) << 10) + (q - 1024);
+    out[i] = sign | bits;
+  }
+  return out;
+}
+function f16BitsToFloat(bits: Uint16Array): Float32Array {
+  const out = new Float32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) {
+    const h = bits[i]!;
+    const exp = (h >>> 10) & 0x1f;
+    const mant = h & 0x3ff;
+    const value = exp === 0 ? mant * 2 ** -24 : (1 + mant / 1024) * 2 ** (exp - 15);
+    out[i] = h & 0x8000 ? -value : value;
+  }
+  return out;
+}
+
+function host(backend: Backend, t: Tensor): Float32Array {
+  return backend.toHost(t) as Float32Array;
+}
+
+interface Difference {
+  maxAbs: number;
+  relative: number;
+}
+function difference(actual: Float32Array, expected: Float32Array): Difference {
+  assert.equal(actual.length, expected.length);
+  let maxAbs = 0;
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < actual.length; i++) {
+    const d = Math.abs(actual[i]! - expected[i]!);
+    if (!(d <= maxAbs)) maxAbs = Number.isNaN(d) ? Number.POSITIVE_INFINITY : d;
+    num += d * d;
+    den += expected[i]! * expected[i]!;
+  }
+  return { maxAbs, relative: Math.sqrt(num / Math.max(den, 1e-30)) };
+}
+function assertClose(actual: Float32Array, expected: Float32Array, relative: number, what: string): void {
+  const d = difference(actual, expected);
+  assert.ok(
+    d.relative <= relative && Number.isFinite(d.maxAbs),
+    `${what}: ‖Δ‖/‖ref‖ = ${d.relative.toExponential(2)} (limit ${relative}), max |Δ| = ${d.maxAbs.toExponential(2)}`,
+  );
+}
+
+/** A CUDA output tensor poisoned with NaN, so an element the op forgets to write fails the comparison. */
+function poisoned(shape: number[]): Tensor {
+  const count = shape.reduce((a, b) => a * b, 1);
+  return cuda.fromHost("f32", shape, new Float32Array(count).fill(Number.NaN));
+}
+
+describe("CUDA backend", () => {
+  it("is picked automatically on a GPU machine, and cuBLAS loads", () => {
+    const status = nativeStatus();
+    assert.ok(status.cuda.devices >= 1, `no CUDA device: ${status.cuda.error}`);
+    assert.equal(loadBackend("auto"), cuda);
+    assert.equal(cuda.kvCacheDtype, "bf16");
+    console.log(`device: ${cuda.deviceName}`);
+  });
+});
+
+describe("matmul (cuBLAS)", () => {
+  for (const [m, n, k] of [
+    [1, 1, 1],
+    [1, 4096, 4096],
+    [37, 80, 96],
+    [300, 1000, 257],
+    [1025, 384, 1024],
+  ] as const) {
+    for (const dtype of ["bf16", "f16", "f32"] as const) {
+      it(`${m}×${n}×${k}, ${dtype} weights, with and without bias`, () => {
+        const x = random(m * k);
+        const wValues = random(n * k, -0.1, 0.1);
+        const bias = random(n);
+        const wData = dtype === "bf16" ? toBf16Bits(wValues) : dtype === "f16" ? toF16Bits(wValues) : wValues;
+        // The reference multiplies x rounded as the CUDA op rounds it.
+        const xRef = dtype === "bf16" ? roundBf16(x) : dtype === "f16" ? f16BitsToFloat(toF16Bits(x)) : x;
+        for (const withBias of [false, true]) {
+          const out = poisoned([m, n]);
+          const wCuda = cuda.fromHost(dtype, [n, k], wData);
+          const bCuda = withBias ? cuda.fromHost("f32", [n], bias) : undefined;
+          cuda.matmul(out, cuda.fromHost("f32", [m, k], x), wCuda, bCuda);
+          const ref = cpu.empty("f32", [m, n]);
+          cpu.matmul(
+            ref,
+            cpu.fromHost("f32", [m, k], xRef),
+            cpu.fromHost(dtype, [n, k], wData),
+            withBias ? cpu.fromHost("f32", [n], bias) : undefined,
+          );
+          assertClose(host(cuda, out), host(cpu, ref), 1e-5, `matmul ${m}×${n}×${k} ${dtype}`);
+        }
+      });
+    }
+  }
+});
+
+describe("elementwise ops", () => {
+  for (const [rows, dim] of [
+    [1, 1],
+    [7, 300],
+    [130, 4096],
+  ] as const) {
+    it(`embedding, rmsNorm, siluMul, add, softmax on ${rows}×${dim}`, () => {
+      const vocab = 97;
+      const table = toBf16Bits(random(vocab * dim));
+      const ids = Int32Array.from({ length: rows }, (_, i) => (i * 31 + 5) % vocab);
+      const emb = poisoned([rows, dim]);
+      cuda.embedding(emb, cuda.fromHost("i32", [rows], ids), cuda.fromHost("bf16", [vocab, dim], table));
+      const embRef = cpu.empty("f32", [rows, dim]);
+      cpu.embedding(embRef, cpu.fromHost("i32", [rows], ids), cpu.fromHost("bf16", [vocab, dim], table));
+      assert.deepEqual(host(cuda, emb), host(cpu, embRef));
+
+      const x = random(rows * dim, -3, 3);
+      const w = toBf16Bits(random(dim));
+      const norm = poisoned([rows, dim]);
+      cuda.rmsNorm(norm, cuda.fromHost("f32", [rows, dim], x), cuda.fromHost("bf16", [dim], w), 1e-5);
+      const normRef = cpu.empty("f32", [rows, dim]);
+      cpu.rmsNorm(normRef, cpu.fromHost("f32", [rows, dim], x), cpu.fromHost("bf16", [dim], w), 1e-5);
+      assertClose(host(cuda, norm), host(cpu, normRef), 1e-6, "rmsNorm");
+
+      const gate = random(rows * dim, -8, 8);
+      const act = poisoned([rows, dim]);
+      cuda.siluMul(act, cuda.fromHost("f32", [rows, dim], gate), cuda.fromHost("f32", [rows, dim], x));
+      const actRef = cpu.empty("f32", [rows, dim]);
+      cpu.siluMul(actRef, cpu.fromHost("f32", [rows, dim], gate), cpu.fromHost("f32", [rows, dim], x));
+      assertClose(host(cuda, act), host(cpu, actRef), 1e-6, "siluMul");
+
+      cuda.add(act, act, cuda.fromHost("f32", [rows, dim], x));
+      cpu.add(actRef, actRef, cpu.fromHost("f32", [rows, dim], x));
+      assertClose(host(cuda, act), host(cpu, actRef), 1e-6, "add in place");
+
+      const scores = random(rows * dim, -30, 30);
+      const sm = poisoned([rows, dim]);
+      cuda.softmax(sm, cuda.fromHost("f32", [rows, dim], scores));
+      const smRef = cpu.empty("f32", [rows, dim]);
+      cpu.softmax(smRef, cpu.fromHost("f32", [rows, dim], scores));
+      assertClose(host(cuda, sm), host(cpu, smRef), 1e-5, "softmax");
+    });
+  }
+
+  it("rope (full and partial rotary, llama3-style frequencies) matches bit for bit", () => {
+    for (const [tokens, heads, headDim, half] of [
+      [1, 1, 16, 8],
+      [300, 8, 128, 64],
+      [33, 4, 64, 16],
+    ] as const) {
+      const x = random(tokens * heads * headDim, -2, 2);
+      const positions = Int32Array.from({ length: tokens }, (_, i) => i * 97 + 13);
+      const invFreq = Float32Array.from(
+        { length: half },
+        (_, i) => 1 / 500000 ** (i / half) / (i % 3 === 0 ? 8 : 1),
+      );
+      const xc = cuda.fromHost("f32", [tokens, heads, headDim], x);
+      cuda.rope(xc, cuda.fromHost("i32", [tokens], positions), cuda.fromHost("f32", [half], invFreq), 0.9);
+      const xr = cpu.fromHost("f32", [tokens, heads, headDim], x);
+      cpu.rope(xr, cpu.fromHost("i32", [tokens], positions), cpu.fromHost("f32", [half], invFreq), 0.9);
+      const d = difference(host(cuda, xc), host(cpu, xr));
+      assert.ok(d.maxAbs <= 1e-6, `rope ${tokens}×${heads}×${headDim}: max |Δ| = ${d.maxAbs}`);
+    }
+  });
+
+  it("embedding rejects an id outside the table with the op's name", () => {
+    const table = cuda.fromHost("f32", [4, 8], random(32));
+    assert.throws(
+      () => cuda.embedding(cuda.empty("f32", [2, 8]), cuda.fromHost("i32", [2], Int32Array.of(1, 4)), table),
+      /embedding: ids\[1\] = 4 is outside the table's 4 rows/,
+    );
+  });
+});
+
+/** A plan-like mask with per-head rules (spans deliberately not multiples of the block). */
+function maskOf(mode: "block" | "window", heads: number, rng: () => number): MoaMask {
+  return {
+    mode,
+    alpha: Float32Array.from({ length: heads }, () => Math.round(rng() * 300 - 40)),
+    beta: Float32Array.from({ length: heads }, () => Math.round(rng() * 8) / 16),
+    blockSize: 64,
+    sinkTokens: 64,
+  };
+}
+
+describe("attentionPrefill (tensor-core flash attention with MoA band skipping)", () => {
+  const rng = () => random(1, 0, 1)[0]!;
+  const cases: Array<{ name: string; lengths: number[]; hq: number; hkv: number; d: number }> = [
+    { name: "head 128, GQA 32/8, one sequence of 1000", lengths: [1000], hq: 32, hkv: 8, d: 128 },
+    { name: "head 64, GQA 6/2, mixed lengths", lengths: [1, 63, 64, 65, 200, 700], hq: 6, hkv: 2, d: 64 },
+    { name: "head 16, MHA, mixed lengths", lengths: [5, 129, 300], hq: 4, hkv: 4, d: 16 },
+    { name: "head 32, GQA 4/1", lengths: [257], hq: 4, hkv: 1, d: 32 },
+    { name: "head 80 (fallback kernel), GQA 4/2", lengths: [3, 190], hq: 4, hkv: 2, d: 80 },
+    { name: "head 128, GQA 8/2, 2100 tokens", lengths: [2100], hq: 8, hkv: 2, d: 128 },
+  ];
+  for (const c of cases) {
+    for (const mode of ["dense", "block", "window"] as const) {
+      it(`${c.name}: ${mode}`, () => {
+        const tokens = c.lengths.reduce((a, b) => a + b, 0);
+        const cu = Int32Array.from([
+          0,
+          ...c.lengths.map((_, i) => c.lengths.slice(0, i + 1).reduce((a, b) => a + b, 0)),
+        ]);
+        const q = roundBf16(random(tokens * c.hq * c.d, -2, 2));
+        const k = roundBf16(random(tokens * c.hkv * c.d, -2, 2));
+        const v = roundBf16(random(tokens * c.hkv * c.d));
+        const mask = mode === "dense" ? undefined : maskOf(mode, c.hq, rng);
+        const scale = 1 / Math.sqrt(c.d);
+        const out = poisoned([tokens, c.hq, c.d]);
+        cuda.attentionPrefill(
+          out,
+          cuda.fromHost("f32", [tokens, c.hq, c.d], q),
+          cuda.fromHost("f32", [tokens, c.hkv, c.d], k),
+          cuda.fromHost("f32", [tokens, c.hkv, c.d], v),
+          cu,
+          scale,
+          mask,
+        );
+        const ref = cpu.empty("f32", [tokens, c.hq, c.d]);
+        cpu.attentionPrefill(
+          ref,
+          cpu.fromHost("f32", [tokens, c.hq, c.d], q),
+          cpu.fromHost("f32", [tokens, c.hkv, c.d], k),
+          cpu.fromHost("f32", [tokens, c.hkv, c.d], v),
+          cu,
+          scale,
+          mask,
+        );
+        assertClose(host(cuda, out), host(cpu, ref), 8e-3, `${c.name} ${mode}`);
+      });
+    }
+  }
+});
+
+function cacheOf(
+  backend: Backend,
+  dtype: "f32" | "bf16",
+  kvHeads: number,
+  headDim: number,
+  slots: number,
+  ringCap: Int32Array,
+): KvCacheLayer {
+  const sinkTokens = 64;
+  const regionOffset = new Int32Array(slots * kvHeads);
+  let entries = 0;
+  for (let s = 0; s < slots; s++) {
+    for (let g = 0; g < kvHeads; g++) {
+      regionOffset[s * kvHeads + g] = entries;
+      entries += sinkTokens + ringCap[g]!;
+    }
+  }
+  return {
+    k: backend.empty(dtype, [entries, headDim]),
+    v: backend.empty(dtype, [entries, headDim]),
+    kvHeads,
+    headDim,
+    sinkTokens,
+    ringCap,
+    regionOffset,
+  };
+}
+
+describe("kvAppend + attentionDecode (split-K over the sink + ring cache, batched, variable lengths)", () => {
+  const rng = () => random(1, 0, 1)[0]!;
+  const cases = [
+    {
+      name: "head 128, GQA 32/8, dense ring",
+      hq: 32,
+      hkv: 8,
+      d: 128,
+      lengths: [1, 64, 65, 300, 2500],
+      ring: 2600,
+    },
+    {
+      name: "head 128, GQA 32/8, rings that wrap",
+      hq: 32,
+      hkv: 8,
+      d: 128,
+      lengths: [70, 900, 2000],
+      ring: 0,
+    },
+    {
+      name: "head 64, GQA 6/2 (3 heads per KV head)",
+      hq: 6,
+      hkv: 2,
+      d: 64,
+      lengths: [1, 500, 1500],
+      ring: 0,
+    },
+    { name: "head 16, MHA", hq: 4, hkv: 4, d: 16, lengths: [17, 333], ring: 0 },
+    { name: "head 80 (fallback kernel), GQA 4/2", hq: 4, hkv: 2, d: 80, lengths: [9, 400], ring: 0 },
+    {
+      name: "head 128, GQA 64/8 (8 heads per KV head), 20000 tokens",
+      hq: 64,
+      hkv: 8,
+      d: 128,
+      lengths: [20000],
+      ring: 20000,
+    },
+  ];
+  for (const c of cases) {
+    for (const dtype of ["bf16", "f32"] as const) {
+      for (const masked of [false, true]) {
+        it(`${c.name}, ${dtype} cache, ${masked ? "window mask" : "no mask"}`, () => {
+          const batch = c.lengths.length;
+          const maxLen = Math.max(...c.lengths);
+          const ringCap = Int32Array.from({ length: c.hkv }, (_, g) =>
+            c.ring > 0 ? c.ring : 64 * (2 + ((g * 5) % 7)) + (g % 2) * 37,
+          );
+          const slots = batch + 1;
+          const cudaCache = cacheOf(cuda, dtype, c.hkv, c.d, slots, ringCap);
+          const cpuCache = cacheOf(cpu, "f32", c.hkv, c.d, slots, ringCap);
+          // Sequence b lives in slot b + 1 (slot 0 stays empty), appended in chunks no longer than a ring.
+          const chunk = Math.min(...ringCap);
+          for (let b = 0; b < batch; b++) {
+            const n = c.lengths[b]!;
+            const k = random(n * c.hkv * c.d, -2, 2);
+            const v = random(n * c.hkv * c.d);
+            const kRef = dtype === "bf16" ? roundBf16(k) : k;
+            const vRef = dtype === "bf16" ? roundBf16(v) : v;
+            for (let p0 = 0; p0 < n; p0 += chunk) {
+              const count = Math.min(chunk, n - p0);
+              const positions = Int32Array.from({ length: count }, (_, i) => p0 + i);
+              const slotList = new Int32Array(count).fill(b + 1);
+              const rows = [p0 * c.hkv * c.d, (p0 + count) * c.hkv * c.d] as const;
+              cuda.kvAppend(
+                cudaCache,
+                cuda.fromHost("f32", [count, c.hkv, c.d], k.subarray(...rows)),
+                cuda.fromHost("f32", [count, c.hkv, c.d], v.subarray(...rows)),
+                slotList,
+                positions,
+              );
+              cpu.kvAppend(
+                cpuCache,
+                cpu.fromHost("f32", [count, c.hkv, c.d], kRef.subarray(...rows)),
+                cpu.fromHost("f32", [count, c.hkv, c.d], vRef.subarray(...rows)),
+                slotList,
+                positions,
+              );
+            }
+          }
+          const q = random(batch * c.hq * c.d, -2, 2);
+          const slotsArray = Int32Array.from({ length: batch }, (_, b) => b + 1);
+          const seqLens = Int32Array.from(c.lengths);
+          const mask = masked ? maskOf("window", c.hq, rng) : undefined;
+          const scale = 1 / Math.sqrt(c.d);
+          const out = poisoned([batch, c.hq, c.d]);
+          cuda.attentionDecode(
+            out,
+            cuda.fromHost("f32", [batch, c.hq, c.d], q),
+            cudaCache,
+            slotsArray,
+            seqLens,
+            scale,
+            mask,
+          );
+          const ref = cpu.empty("f32", [batch, c.hq, c.d]);
+          cpu.attentionDecode(
+            ref,
+            cpu.fromHost("f32", [batch, c.hq, c.d], q),
+            cpuCache,
+            slotsArray,
+            seqLens,
+            scale,
+            mask,
+          );
+          assertClose(host(cuda, out), host(cpu, ref), 2e-5, `${c.name} ${dtype}`);
+          if (dtype === "f32") {
+            assert.ok(
+              Buffer.from((cuda.toHost(cudaCache.k) as Float32Array).buffer).equals(
+                Buffer.from((cpu.toHost(cpuCache.k) as Float32Array).buffer),
+              ),
+              "the f32 cache equals the CPU cache bit for bit",
+            );
+          }
+          assert.ok(maxLen > 0);
+        });
+      }
+    }
+  }
+
+  it("rejects a slot outside the cache with the op's name", () => {
+    const cache = cacheOf(cuda, "bf16", 2, 64, 2, Int32Array.of(64, 64));
+    assert.throws(
+      () =>
+        cuda.attentionDecode(
+          cuda.empty("f32", [1, 4, 64]),
+          cuda.empty("f32", [1, 4, 64]),
+          cache,
+          Int32Array.of(2),
+          Int32Array.of(1),
+          0.1,
+        ),
+      /attentionDecode: slots\[0\] = 2 is outside the cache's 2 slots/,
+    );
+  });
+});
+
+describe("errors and memory", () => {
+  it("an allocation larger than the GPU throws a JS error naming the op and the size, and the backend goes on", () => {
+    assert.throws(
+      () => cuda.empty("f32", [2 ** 40 / 4]),
+      /empty: CUDA error 2 \(cudaErrorMemoryAllocation\).*1099511627776 bytes requested/,
+    );
+    const t = cuda.fromHost("f32", [3], Float32Array.of(1, 2, 3));
+    cuda.add(t, t, t);
+    assert.deepEqual(Array.from(host(cuda, t)), [2, 4, 6]);
+  });
+
+  it("a head dim the kernels do not support is refused with the op's name and sizes", () => {
+    const q = cuda.empty("f32", [2, 1, 512]);
+    assert.throws(
+      () =>
+        cuda.attentionPrefill(
+          cuda.empty("f32", [2, 1, 512]),
+          q,
+          cuda.empty("f32", [2, 1, 512]),
+          cuda.empty("f32", [2, 1, 512]),
+          Int32Array.of(0, 2),
+          0.1,
+        ),
+      /attentionPrefill: head dims above 256 are not supported \[tokens=2, sequences=1, queryHeads=1, kvHeads=1, headDim=512\]/,
+    );
+  });
+});
