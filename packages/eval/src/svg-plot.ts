@@ -4,7 +4,10 @@
  */
 
 export interface PlotSeries {
+  /** Picks the colour (methods have fixed ones) and names the points in tooltips. */
   readonly name: string;
+  /** Legend text (default: the name). */
+  readonly label?: string;
   /** One value per x; NaN leaves a gap. */
   readonly values: readonly number[];
 }
@@ -74,7 +77,7 @@ export function renderLinePlot(input: LinePlotInput): string {
   const width = 640;
   const height = 380;
   const left = 64;
-  const right = 150;
+  const right = 170;
   const top = 44;
   const bottom = 56;
   const plotW = width - left - right;
@@ -137,7 +140,7 @@ export function renderLinePlot(input: LinePlotInput): string {
     parts.push(
       `<line x1="${lx}" y1="${ly}" x2="${lx + 24}" y2="${ly}" stroke="${color}" stroke-width="2"/>`,
       marker(kind, lx + 12, ly, color, series.name),
-      `<text x="${lx + 32}" y="${ly + 4}">${escapeXml(series.name)}</text>`,
+      `<text x="${lx + 32}" y="${ly + 4}">${escapeXml(series.label ?? series.name)}</text>`,
     );
   });
   parts.push("</svg>");

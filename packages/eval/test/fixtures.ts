@@ -2,3 +2,4 @@
 import { fileURLToPath } from "node:url";
 
 export const MOA_NANO = fileURLToPath(new URL("../../../fixtures/moa-nano", import.meta.url));
+export const MOA_TINY = fileURLToPath(new URL("../../../fixtures/moa-tiny", import.meta.url));

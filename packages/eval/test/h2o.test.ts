@@ -9,7 +9,7 @@ import {
   h2oPrefillKeep,
   negativeLogLikelihood,
 } from "../src/index.js";
-import { MOA_NANO } from "./fixtures.js";
+import { MOA_NANO, MOA_TINY } from "./fixtures.js";
 
 /** Brute force: rank every non-recent position by (score desc, position asc) and keep the first `heavy`. */
 function bruteForceKeep(scores: number[], budget: number, recent: number, heavy: number): number[] {
@@ -196,6 +196,29 @@ describe("H2O on moa-nano", () => {
     fast.forEach((x, i) => {
       expect(x).toBeCloseTo(slow[i]!, 3);
     });
+  });
+
+  it("equals the dense model on a GQA checkpoint (moa-tiny: 6 query heads on 2 KV heads)", async () => {
+    const tiny = await loadModel(MOA_TINY, { backend: "cpu", maxLength: 256 });
+    try {
+      const prompt = tiny.encode(text.repeat(2));
+      const dense = tiny.logits([...prompt, 17]);
+      const vocab = tiny.config.vocabSize;
+      const gqa = new H2oModel(tiny);
+      const seq = gqa.sequence(h2oBudget(1, prompt.length + 1));
+      gqa.prefill(seq, prompt);
+      const row = gqa.decode([seq], [17]);
+      const expected = dense.subarray(prompt.length * vocab, (prompt.length + 1) * vocab);
+      let worst = 0;
+      for (let i = 0; i < vocab; i++) worst = Math.max(worst, Math.abs(row[i]! - expected[i]!));
+      expect(worst).toBeLessThan(2e-4);
+      // Each KV head's scores sum over its 3 query heads: rows × 3.
+      expect(
+        seq.layers[0]![1]!.scores.subarray(0, seq.layers[0]![1]!.size).reduce((s, x) => s + x, 0),
+      ).toBeCloseTo((prompt.length + 1) * 3, 3);
+    } finally {
+      tiny.dispose();
+    }
   });
 
   it("refuses a model loaded with a MoA plan", async () => {
