@@ -16,6 +16,9 @@ const packages = [
   { name: "@moa/solver", entry: "packages/solver/src/index.ts" },
   { name: "@moa/runtime", entry: "packages/runtime/src/index.ts" },
   { name: "@moa/kernels-cuda", entry: "packages/kernels-cuda/src/index.ts" },
+  { name: "@moa/profiler", entry: "packages/profiler/src/index.ts" },
+  { name: "@moa/eval", entry: "packages/eval/src/index.ts" },
+  { name: "@moa/server", entry: "packages/server/src/index.ts" },
 ];
 
 const present = packages.filter((pkg) => existsSync(join(repoRoot, pkg.entry)));
