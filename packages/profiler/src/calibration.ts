@@ -60,8 +60,8 @@ interface LineRecord {
 /**
  * A "lines" prompt of exactly `tokens` tokens: as many records as fit, a question about one record at a random
  * depth, and `Answer: <` (base models; the model continues `NNNNN>`). Records are encoded one by one at the
- * pre-tokenizer's own split points (`\n` | `line`), so the ids are the tokenizer's encoding of the text; the last
- * few tokens of slack are taken up by swapping words of other records' keys for longer ones.
+ * pre-tokenizer's own split points (`\n` | `line`), so the ids are the tokenizer's encoding of the text, and the
+ * count is made exact by giving other records longer or shorter keys.
  */
 export function linesContent(tokens: number, frame: PromptFrame, random: SampleRandom): CalibrationContent {
   // A rare record set cannot be fitted exactly; a second stream (named after the first) practically always can.
@@ -129,6 +129,7 @@ function fitLines(tokens: number, frame: PromptFrame, random: SampleRandom): Cal
     const drop = records[records.length - 1] === asked ? records.length - 2 : records.length - 1;
     recordTokens -= records[drop]!.ids.length;
     used.delete(records[drop]!.key);
+    values.delete(records[drop]!.value);
     records.splice(drop, 1);
   }
   if (recordTokens + questionIds.length > budget) {

@@ -165,8 +165,6 @@ export async function profileModel(model: Model, options: ProfileOptions): Promi
       sum: new Float64Array(shape.layers * shape.heads * nb * nb),
       samples: [],
     };
-    if (acc.samples.length > samplesPerLength)
-      argument("samplesPerLength", samplesPerLength, "is below the samples saved");
     accumulators.set(n, acc);
     resumed += acc.samples.length;
   }
