@@ -4,7 +4,7 @@
   python3 bench/make_random_checkpoint.py <out-dir> [--config llama3-8b] [--layers N] [--seed S]
 
 Configs: llama3-8b (Llama-3.1-8B shape: 32 layers, 32/8 heads, head 128, d 4096, MLP 14336, vocab 128256,
-rope_theta 500000 with llama3 scaling, 131072 context). Weights are bf16 N(0, 0.02²) (norms 1), in ~4 GiB
+rope_theta 500000 with llama3 scaling, 131072 context). Weights are bf16 N(0, 0.02²) (norms 1), in ~2 GiB
 safetensors shards with an index; the tokenizer is the repository's moa-tiny byte-level BPE (the benchmark feeds
 token ids directly, so its 4096-token vocabulary does not limit the model's).
 """
@@ -96,7 +96,7 @@ def main():
         shard[name] = t
         shard_bytes += t.numel() * 2
         total += t.numel() * 2
-        if shard_bytes >= 4 << 30:
+        if shard_bytes >= 2 << 30:  # the moa runtime reads a shard into one buffer (< 4 GiB)
             flush()
     flush()
     count = len(shards)

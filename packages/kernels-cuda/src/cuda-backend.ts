@@ -91,7 +91,9 @@ export class CudaBackend extends NativeBackend {
   }
 
   protected readBytes(t: NativeTensor): Uint8Array {
-    const bytes = new Uint8Array(t.byteLength);
+    // Every byte is overwritten by the copy, so skip zero-filling the buffer (a decode step's logits are
+    // batch × vocab floats, tens of MB); allocUnsafeSlow gives the copy an ArrayBuffer of its own.
+    const bytes = new Uint8Array(Buffer.allocUnsafeSlow(t.byteLength).buffer, 0, t.byteLength);
     if (t.byteLength > 0) this.cuda.copyToHost(bytes, t.handle as bigint, t.byteLength);
     return bytes;
   }
