@@ -1,0 +1,212 @@
+import type { UnitPricer } from "./pricing.js";
+import type { SlotOptions, Structure } from "./structure.js";
+
+/** Above this many DP cells (units × budget steps) the budget DP is skipped. */
+const MAX_CELLS = 60_000_000;
+
+function gcd(a: number, b: number): number {
+  while (b !== 0) [a, b] = [b, a % b];
+  return Math.abs(a);
+}
+
+/** Float32 copy that never exceeds `x`, so bounds built from it stay valid. */
+function floorToFloat32(x: number): number {
+  const f = Math.fround(x);
+  return f <= x ? f : Math.fround(x - Math.abs(x) * 2.4e-7);
+}
+
+interface Level {
+  tokens: number;
+  value: number;
+  state: number;
+}
+
+/**
+ * The Lagrangian bound with one KV row kept exact. A KV row counts whole tokens, in steps
+ * of `g` (1024 tokens at 8192 for the reference grid): one unit is a coarse step of the
+ * budget, and the LP bound, blind to that, sits a step's worth of dual price below the
+ * integer optimum — often more than the gap to prove. Keeping that row and relaxing the
+ * others gives a multiple-choice knapsack over the units' cache sizes at that length,
+ * solved exactly by dynamic programming over the budget. Forward and backward tables then
+ * give, per unit and cache size, the best value of the rest: the fixing test of the core.
+ */
+export class BudgetDp {
+  readonly bound: number;
+  readonly assign: Int32Array;
+  private readonly st: Structure;
+  private readonly levels: Level[][];
+  private readonly forward: Float32Array[];
+  private readonly cells: number;
+  private readonly loCell: number;
+  private readonly step: number;
+  private readonly base: Int32Array;
+  private readonly k: number;
+
+  private constructor(
+    st: Structure,
+    k: number,
+    levels: Level[][],
+    forward: Float32Array[],
+    cells: number,
+    loCell: number,
+    step: number,
+    base: Int32Array,
+    bound: number,
+    assign: Int32Array,
+  ) {
+    this.st = st;
+    this.k = k;
+    this.levels = levels;
+    this.forward = forward;
+    this.cells = cells;
+    this.loCell = loCell;
+    this.step = step;
+    this.base = base;
+    this.bound = bound;
+    this.assign = assign;
+  }
+
+  /**
+   * Solves the knapsack at KV row `k` with window [lo, up] (tokens). `capCost` must not
+   * price row `k`. Returns undefined when the table would be too large, and a bound of
+   * +∞ when the row alone is infeasible.
+   */
+  static solve(
+    st: Structure,
+    pricer: UnitPricer,
+    opts: SlotOptions,
+    slotCost: Float64Array,
+    capCost: Float64Array,
+    k: number,
+    lo: number,
+    up: number,
+  ): BudgetDp | undefined {
+    const { K, units, slotsPerUnit: spu } = st;
+    const stateTokens = st.states!.tokens;
+    const levels: Level[][] = [];
+    const patterns: Int32Array[][] = [];
+    const pattern = new Int32Array(spu);
+    let step = 0;
+    const base = new Int32Array(units);
+    let baseSum = 0;
+    for (let u = 0; u < units; u++) {
+      const { states, values } = pricer.finals(u, opts, slotCost, capCost);
+      const byTokens = new Map<number, Level>();
+      for (let i = 0; i < states.length; i++) {
+        const tokens = stateTokens[states[i]! * K + k]!;
+        const known = byTokens.get(tokens);
+        if (known === undefined || values[i]! < known.value) {
+          byTokens.set(tokens, { tokens, value: values[i]!, state: states[i]! });
+        }
+      }
+      const list = [...byTokens.values()].sort((a, b) => a.tokens - b.tokens);
+      const unitPatterns: Int32Array[] = [];
+      for (const level of list) {
+        pricer.backtrack(level.state, pattern);
+        unitPatterns.push(Int32Array.from(pattern));
+      }
+      levels.push(list);
+      patterns.push(unitPatterns);
+      base[u] = list[0]!.tokens;
+      baseSum += list[0]!.tokens;
+      for (const level of list) step = gcd(step, level.tokens - list[0]!.tokens);
+    }
+    if (step === 0) step = 1;
+    if (up < baseSum) {
+      return new BudgetDp(st, k, levels, [], 0, 0, step, base, Number.POSITIVE_INFINITY, new Int32Array(st.slots));
+    }
+    const cells = Math.floor((up - baseSum) / step) + 1;
+    const loCell = Math.max(0, Math.ceil((lo - baseSum) / step));
+    if (loCell >= cells) {
+      return new BudgetDp(st, k, levels, [], 0, 0, step, base, Number.POSITIVE_INFINITY, new Int32Array(st.slots));
+    }
+    if ((units + 1) * cells > MAX_CELLS) return undefined;
+
+    // Forward: F_u[c] = least value of units < u using c steps above their minimum.
+    const forward: Float32Array[] = [];
+    const choice = new Uint16Array(units * cells);
+    let current = new Float64Array(cells).fill(Number.POSITIVE_INFINITY);
+    current[0] = 0;
+    forward.push(Float32Array.from(current, floorToFloat32));
+    for (let u = 0; u < units; u++) {
+      const next = new Float64Array(cells).fill(Number.POSITIVE_INFINITY);
+      const list = levels[u]!;
+      for (let li = 0; li < list.length; li++) {
+        const shift = (list[li]!.tokens - base[u]!) / step;
+        const value = list[li]!.value;
+        for (let c = 0; c + shift < cells; c++) {
+          const v = current[c]! + value;
+          if (v < next[c + shift]!) {
+            next[c + shift] = v;
+            choice[u * cells + c + shift] = li;
+          }
+        }
+      }
+      current = next;
+      forward.push(Float32Array.from(current, floorToFloat32));
+    }
+    let bound = Number.POSITIVE_INFINITY;
+    let end = -1;
+    for (let c = loCell; c < cells; c++) {
+      if (current[c]! < bound) {
+        bound = current[c]!;
+        end = c;
+      }
+    }
+    const assign = new Int32Array(st.slots);
+    if (end >= 0) {
+      let c = end;
+      for (let u = units - 1; u >= 0; u--) {
+        const li = choice[u * cells + c]!;
+        assign.set(patterns[u]![li]!, u * spu);
+        c -= (levels[u]![li]!.tokens - base[u]!) / step;
+      }
+    }
+    return new BudgetDp(st, k, levels, forward, cells, loCell, step, base, bound, assign);
+  }
+
+  /**
+   * Per cap state of unit `u`: the largest unit value (`pricer` value under the same
+   * costs) a choice ending in that state can have and still be part of a solution whose
+   * knapsack value is below `bound + slack`. Calls `visit(u, limits)` for every unit in
+   * turn (a backward sweep), reusing one array.
+   */
+  limits(slack: number, visit: (u: number, limit: Float64Array) => void): void {
+    const { st, cells, step, levels, forward, base, loCell, k } = this;
+    const { units, K } = st;
+    const C = st.states!.count;
+    const stateTokens = st.states!.tokens;
+    const limit = new Float64Array(C);
+    // back[c] = least value of units > u given c steps used before them, ending in the window.
+    let back = new Float64Array(cells).fill(Number.POSITIVE_INFINITY);
+    for (let c = loCell; c < cells; c++) back[c] = 0;
+    for (let u = units - 1; u >= 0; u--) {
+      const F = forward[u]!;
+      const rest = new Map<number, number>();
+      for (const level of levels[u]!) {
+        const shift = (level.tokens - base[u]!) / step;
+        let best = Number.POSITIVE_INFINITY;
+        for (let c = 0; c + shift < cells; c++) {
+          const v = F[c]! + back[c + shift]!;
+          if (v < best) best = v;
+        }
+        rest.set(level.tokens, best);
+      }
+      limit.fill(Number.NEGATIVE_INFINITY);
+      for (let s = 0; s < C; s++) {
+        const r = rest.get(stateTokens[s * K + k]!);
+        if (r !== undefined) limit[s] = this.bound + slack - r;
+      }
+      visit(u, limit);
+      const next = new Float64Array(cells).fill(Number.POSITIVE_INFINITY);
+      for (const level of levels[u]!) {
+        const shift = (level.tokens - base[u]!) / step;
+        for (let c = 0; c + shift < cells; c++) {
+          const v = level.value + back[c + shift]!;
+          if (v < next[c]!) next[c] = v;
+        }
+      }
+      back = next;
+    }
+  }
+}

@@ -1,0 +1,248 @@
+import { createRequire } from "node:module"; const require = createRequire(import.meta.url);
+import type { Highs } from "highs";
+import type { CompactResult, SideBounds } from "./compact.js";
+import type { Pattern } from "./master.js";
+import type { Structure } from "./structure.js";
+
+/**
+ * The MIP over explicit unit patterns: one binary per pattern, one pattern per unit, the
+ * KV and loss rows, and (with `maxRulesPerLayer`) a binary per (layer, rule) that every
+ * pattern using the rule switches on. Its LP relaxation is the Dantzig–Wolfe bound, far
+ * tighter than the compact model's, so HiGHS closes the gap with little branching. Used
+ * on the master's columns (a heuristic) and on the enumerated core (a proof).
+ */
+export function solvePatternMip(
+  highs: Highs,
+  st: Structure,
+  unitPatterns: readonly (readonly Pattern[])[],
+  bounds: SideBounds,
+  options: { relGap: number; timeLimit: number; start?: Int32Array | undefined },
+): CompactResult {
+  const { K, m, units, slotsPerUnit: spu, kvLengths } = st;
+  const INF = Number.POSITIVE_INFINITY;
+  const start = options.start;
+  const assign = new Int32Array(st.slots);
+  const kvConst = new Float64Array(K);
+  const lossConst = new Float64Array(m);
+  let offset = 0;
+  const columns: Pattern[] = [];
+  const freeUnits: number[] = [];
+  for (let u = 0; u < units; u++) {
+    const list = unitPatterns[u]!;
+    if (list.length === 0) {
+      return { status: "infeasible", assign: undefined, objective: INF, bound: INF, variables: 0, rows: 0 };
+    }
+    if (list.length === 1) {
+      const p = list[0]!;
+      assign.set(p.rules, u * spu);
+      for (let k = 0; k < K; k++) kvConst[k]! += p.tokens[k]! / kvLengths[k]!;
+      for (let j = 0; j < m; j++) {
+        lossConst[j]! += p.nloss[j]!;
+        offset += bounds.weights[j]! * p.nloss[j]!;
+      }
+      continue;
+    }
+    freeUnits.push(u);
+    for (const p of list) columns.push(p);
+  }
+  const nPatterns = columns.length;
+  if (nPatterns === 0) {
+    return { status: "optimal", assign, objective: offset, bound: offset, variables: 0, rows: 0 };
+  }
+  const perLayer = units / st.layers;
+  const layerOf = (u: number) => Math.floor(u / perLayer);
+  // Rule indicators per layer for maxRulesPerLayer; rules of fixed units are forced on.
+  const ruleColumn = new Map<number, number>();
+  const forced: Set<number>[] = Array.from({ length: st.layers }, () => new Set<number>());
+  const kMax = st.maxRulesPerLayer;
+  if (kMax !== undefined) {
+    for (let u = 0; u < units; u++) {
+      if (unitPatterns[u]!.length === 1) for (const r of unitPatterns[u]![0]!.rules) forced[layerOf(u)]!.add(r);
+    }
+    for (const p of columns) {
+      const l = layerOf(p.unit);
+      for (const r of p.rules) {
+        const key = l * st.R + r;
+        if (!forced[l]!.has(r) && !ruleColumn.has(key)) ruleColumn.set(key, nPatterns + ruleColumn.size);
+      }
+    }
+  }
+  const numCols = nPatterns + ruleColumn.size;
+
+  const rowLower: number[] = [];
+  const rowUpper: number[] = [];
+  const starts: number[] = [0];
+  const index: number[] = [];
+  const value: number[] = [];
+  const row = (lo: number, up: number, idx: number[], val: number[]) => {
+    rowLower.push(lo);
+    rowUpper.push(up);
+    for (let i = 0; i < idx.length; i++) {
+      index.push(idx[i]!);
+      value.push(val[i]!);
+    }
+    starts.push(index.length);
+  };
+  let c = 0;
+  for (const u of freeUnits) {
+    const n = unitPatterns[u]!.length;
+    row(
+      1,
+      1,
+      Array.from({ length: n }, (_, i) => c + i),
+      new Array<number>(n).fill(1),
+    );
+    c += n;
+  }
+  for (let k = 0; k < K; k++) {
+    const idx: number[] = [];
+    const val: number[] = [];
+    columns.forEach((p, i) => {
+      if (p.tokens[k] !== 0) {
+        idx.push(i);
+        val.push(p.tokens[k]! / kvLengths[k]!);
+      }
+    });
+    row(bounds.kvLower[k]! - kvConst[k]!, bounds.kvUpper[k]! - kvConst[k]!, idx, val);
+  }
+  for (let j = 0; j < m; j++) {
+    if (!(bounds.lossUpper[j]! < INF)) continue;
+    const idx: number[] = [];
+    const val: number[] = [];
+    columns.forEach((p, i) => {
+      if (p.nloss[j] !== 0) {
+        idx.push(i);
+        val.push(p.nloss[j]!);
+      }
+    });
+    row(-INF, bounds.lossUpper[j]! - lossConst[j]!, idx, val);
+  }
+  if (kMax !== undefined) {
+    // Σ_{patterns of unit u using r} x ≤ w[layer, r], then Σ_r w ≤ room per layer.
+    c = 0;
+    for (const u of freeUnits) {
+      const list = unitPatterns[u]!;
+      const l = layerOf(u);
+      const users = new Map<number, number[]>();
+      list.forEach((p, i) => {
+        for (const r of new Set(p.rules)) {
+          if (forced[l]!.has(r)) continue;
+          let arr = users.get(r);
+          if (arr === undefined) {
+            arr = [];
+            users.set(r, arr);
+          }
+          arr.push(c + i);
+        }
+      });
+      for (const r of [...users.keys()].sort((a, b) => a - b)) {
+        const idx = users.get(r)!;
+        row(-INF, 0, [...idx, ruleColumn.get(l * st.R + r)!], [...idx.map(() => 1), -1]);
+      }
+      c += list.length;
+    }
+    for (let l = 0; l < st.layers; l++) {
+      const room = kMax - forced[l]!.size;
+      if (room < 0) return { status: "infeasible", assign: undefined, objective: INF, bound: INF, variables: 0, rows: 0 };
+      const idx: number[] = [];
+      for (const [key, col] of ruleColumn) if (Math.floor(key / st.R) === l) idx.push(col);
+      idx.sort((a, b) => a - b);
+      if (idx.length > room) row(-INF, room, idx, idx.map(() => 1));
+    }
+  }
+
+  const colCost = new Float64Array(numCols);
+  columns.forEach((p, i) => {
+    for (let j = 0; j < m; j++) colCost[i]! += bounds.weights[j]! * p.nloss[j]!;
+  });
+  const numRows = rowLower.length;
+  const model = highs.createModel({
+    numCols,
+    numRows,
+    offset,
+    colCost,
+    colLower: new Float64Array(numCols),
+    colUpper: new Float64Array(numCols).fill(1),
+    rowLower: Float64Array.from(rowLower),
+    rowUpper: Float64Array.from(rowUpper),
+    matrix: {
+      format: "csr",
+      numRows,
+      numCols,
+      starts: Int32Array.from(starts),
+      indices: Int32Array.from(index),
+      values: Float64Array.from(value),
+    },
+    integrality: new Int32Array(numCols).fill(1),
+  });
+  try {
+    model.options.set({
+      output_flag: false,
+      small_matrix_value: 1e-12,
+      random_seed: 0,
+      mip_rel_gap: options.relGap,
+      mip_abs_gap: 1e-12,
+      time_limit: Math.max(options.timeLimit, 0.001),
+    });
+    if (start !== undefined) {
+      // A full start: the matching pattern of every free unit and the rules it uses.
+      const x = new Float64Array(numCols);
+      let complete = true;
+      c = 0;
+      for (const u of freeUnits) {
+        const list = unitPatterns[u]!;
+        let hit = -1;
+        for (let i = 0; i < list.length && hit < 0; i++) {
+          let same = true;
+          for (let s = 0; s < spu && same; s++) same = list[i]!.rules[s] === start[u * spu + s];
+          if (same) hit = i;
+        }
+        if (hit < 0) complete = false;
+        else {
+          x[c + hit] = 1;
+          const l = layerOf(u);
+          for (const r of list[hit]!.rules) {
+            const w = ruleColumn.get(l * st.R + r);
+            if (w !== undefined) x[w] = 1;
+          }
+        }
+        c += list.length;
+      }
+      if (complete) model.setSolution({ colValue: x });
+    }
+    if (process.env.MOA_DUMP && numCols > 1000) {
+      const fs = require("node:fs");
+      fs.writeFileSync(`${process.env.MOA_DUMP}-${numCols}.lp`, model.exportModel("lp"));
+    }
+    const started = performance.now();
+    const { modelStatus } = model.run();
+    if (process.env.MOA_DEBUG) console.error("patternMip", numCols, numRows, "status", modelStatus, "nodes", model.info.get("mip_node_count"), "ms", (performance.now() - started).toFixed(0), "gap", model.info.get("mip_gap"));
+    const codes = highs.constants.modelStatus;
+    if (modelStatus === codes.infeasible) {
+      return { status: "infeasible", assign: undefined, objective: INF, bound: INF, variables: numCols, rows: numRows };
+    }
+    const bound = Number(model.info.get("mip_dual_bound"));
+    if (Number(model.info.get("primal_solution_status")) !== 2) {
+      return { status: "limit", assign: undefined, objective: INF, bound, variables: numCols, rows: numRows };
+    }
+    const x = model.getSolution().colValue;
+    c = 0;
+    for (const u of freeUnits) {
+      const list = unitPatterns[u]!;
+      let pick = 0;
+      for (let i = 1; i < list.length; i++) if (x[c + i]! > x[c + pick]!) pick = i;
+      assign.set(list[pick]!.rules, u * spu);
+      c += list.length;
+    }
+    return {
+      status: modelStatus === codes.optimal ? "optimal" : "limit",
+      assign,
+      objective: model.getObjectiveValue(),
+      bound,
+      variables: numCols,
+      rows: numRows,
+    };
+  } finally {
+    model.dispose();
+  }
+}
