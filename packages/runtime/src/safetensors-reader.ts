@@ -1,9 +1,12 @@
 /**
  * Reads Hugging Face checkpoints: one `model.safetensors`, or shards listed by `model.safetensors.index.json`.
- * Each file is read once: 8 bytes for the header length, the JSON header, then the whole data section into one
- * ArrayBuffer. Tensors are views into that buffer (no second copy through the JS heap); the backend copies
- * them into its own storage when the weights are uploaded.
+ * Each file is read once: 8 bytes for the header length, the JSON header, then the data section in chunks of
+ * consecutive tensors (at most {@link DEFAULT_CHUNK_BYTES} each unless one tensor is larger, one read and one
+ * ArrayBuffer per chunk), because one buffer cannot hold a multi-GB shard (Node 20's typed arrays stop at
+ * 4 GiB). Tensors are views into their chunk (no second copy through the JS heap); the backend copies them
+ * into its own storage when the weights are uploaded.
  */
+import { kMaxLength } from "node:buffer";
 import { type FileHandle, open, readFile, stat } from "node:fs/promises";
 import { isAbsolute, join, normalize } from "node:path";
 import {
@@ -175,9 +178,90 @@ export async function readSafetensorsHeader(file: string): Promise<SafetensorsHe
   }
 }
 
-/** Reads a file's whole data section into one fresh buffer (offset 0, so aligned tensors view it in place). */
-export async function readSafetensorsData(header: SafetensorsHeader): Promise<Uint8Array> {
+/** Largest chunk of a data section read into one buffer, unless a single tensor is larger (1 GiB). */
+export const DEFAULT_CHUNK_BYTES = 1 << 30;
+
+/** How a data section is read. */
+export interface ReadDataOptions {
+  /**
+   * Largest buffer (bytes) one chunk of consecutive tensors is read into; a tensor larger than this is read
+   * alone into a buffer of its own size. Default {@link DEFAULT_CHUNK_BYTES}.
+   */
+  readonly chunkBytes?: number;
+}
+
+/** A byte range of a file's data section that is read in one read into one buffer. */
+export interface DataChunkRange {
+  /** Absolute offsets in the file: from the first tensor's begin to the last tensor's end. */
+  readonly begin: number;
+  readonly end: number;
+  /**
+   * Bytes left free at the start of the chunk's buffer, `(begin - dataStart) % 8`, so every tensor has the
+   * same alignment in its buffer as in the data section (8-aligned in the file).
+   */
+  readonly pad: number;
+}
+
+/** One chunk of a data section as read: `bytes[i]` is the file's byte `begin + i`. */
+export interface DataChunk extends DataChunkRange {
+  /** A view at offset `pad` into a fresh ArrayBuffer holding only this chunk. */
+  readonly bytes: Uint8Array;
+}
+
+/** A file's data section as read by {@link readSafetensorsData}: its tensors' bytes, in chunks. */
+export interface SafetensorsData {
+  readonly file: string;
+  /** In file order; together they cover every non-empty tensor, each byte read once. */
+  readonly chunks: readonly DataChunk[];
+}
+
+/**
+ * Splits a file's data section into chunks of consecutive tensors (in file order, gaps between them included)
+ * whose buffers (`pad` + bytes) hold at most `chunkBytes`; a tensor larger than that gets a chunk of its own.
+ * Empty tensors need no bytes and start no chunk. Throws if one tensor is larger than the biggest buffer Node
+ * can allocate.
+ */
+export function planDataChunks(
+  header: SafetensorsHeader,
+  chunkBytes = DEFAULT_CHUNK_BYTES,
+): DataChunkRange[] {
+  if (!Number.isSafeInteger(chunkBytes) || chunkBytes < 1) {
+    throw new RangeError(`chunkBytes = ${chunkBytes}: must be a positive integer`);
+  }
+  const sorted = [...header.tensors.values()]
+    .filter((t) => t.end > t.begin)
+    .sort((a, b) => a.begin - b.begin);
+  const chunks: DataChunkRange[] = [];
+  let current: { begin: number; end: number; pad: number } | undefined;
+  for (const tensor of sorted) {
+    if (current !== undefined && current.pad + (tensor.end - current.begin) <= chunkBytes) {
+      current.end = Math.max(current.end, tensor.end);
+      continue;
+    }
+    const pad = (tensor.begin - header.dataStart) % 8;
+    if (pad + (tensor.end - tensor.begin) > kMaxLength) {
+      throw new MoaError(
+        E_CHECKPOINT,
+        `${header.file}: ${tensor.name}: ${tensor.end - tensor.begin} bytes: larger than the largest buffer Node can allocate (${kMaxLength} bytes)`,
+        { source: header.file, field: `${tensor.name}.data_offsets` },
+      );
+    }
+    current = { begin: tensor.begin, end: tensor.end, pad };
+    chunks.push(current);
+  }
+  return chunks;
+}
+
+/**
+ * Reads a file's data section, chunk by chunk as {@link planDataChunks} splits it (one read and one fresh
+ * buffer per chunk), after checking that the file still has the size its header was read with.
+ */
+export async function readSafetensorsData(
+  header: SafetensorsHeader,
+  options: ReadDataOptions = {},
+): Promise<SafetensorsData> {
   const { file } = header;
+  const plan = planDataChunks(header, options.chunkBytes);
   let handle: FileHandle | undefined;
   try {
     handle = await open(file, "r");
@@ -189,9 +273,13 @@ export async function readSafetensorsData(header: SafetensorsHeader): Promise<Ui
         { source: file, field: "file size" },
       );
     }
-    const data = new Uint8Array(size - header.dataStart);
-    await readExactly(handle, data, header.dataStart, file, "data");
-    return data;
+    const chunks: DataChunk[] = [];
+    for (const range of plan) {
+      const bytes = new Uint8Array(range.pad + (range.end - range.begin)).subarray(range.pad);
+      await readExactly(handle, bytes, range.begin, file, "data");
+      chunks.push({ ...range, bytes });
+    }
+    return { file, chunks };
   } catch (error) {
     throw asMoaError(error, file, "data");
   } finally {
@@ -199,21 +287,25 @@ export async function readSafetensorsData(header: SafetensorsHeader): Promise<Ui
   }
 }
 
-/** A tensor's bytes as a view into its file's data section (as returned by readSafetensorsData). */
-export function tensorWithBytes(
-  info: TensorInfo,
-  header: SafetensorsHeader,
-  data: Uint8Array,
-): CheckpointTensor {
-  return { ...info, bytes: data.subarray(info.begin - header.dataStart, info.end - header.dataStart) };
+/** A tensor's bytes as a view into the chunk of its file's data (as returned by readSafetensorsData) holding it. */
+export function tensorWithBytes(info: TensorInfo, data: SafetensorsData): CheckpointTensor {
+  if (info.end === info.begin) return { ...info, bytes: new Uint8Array(0) };
+  const chunk = data.chunks.find((c) => c.begin <= info.begin && info.end <= c.end);
+  if (chunk === undefined || data.file !== info.file) {
+    throw new Error(`${info.file}: ${info.name}: not in the data read from ${data.file}`);
+  }
+  return { ...info, bytes: chunk.bytes.subarray(info.begin - chunk.begin, info.end - chunk.begin) };
 }
 
-/** Reads one safetensors file: the header, then the data section in one read; tensors are views into it. */
-export async function readSafetensors(file: string): Promise<SafetensorsContents> {
+/** Reads one safetensors file: the header, then the data section in chunks; tensors are views into them. */
+export async function readSafetensors(
+  file: string,
+  options: ReadDataOptions = {},
+): Promise<SafetensorsContents> {
   const header = await readSafetensorsHeader(file);
-  const data = await readSafetensorsData(header);
+  const data = await readSafetensorsData(header, options);
   const tensors = new Map<string, CheckpointTensor>();
-  for (const [name, info] of header.tensors) tensors.set(name, tensorWithBytes(info, header, data));
+  for (const [name, info] of header.tensors) tensors.set(name, tensorWithBytes(info, data));
   return { file, metadata: header.metadata, tensors };
 }
 
@@ -311,13 +403,13 @@ export async function openCheckpoint(dir: string): Promise<CheckpointIndex> {
 }
 
 /** Reads a whole checkpoint into memory: every file once, tensors as views (for tools that need all of it). */
-export async function readCheckpoint(dir: string): Promise<Checkpoint> {
+export async function readCheckpoint(dir: string, options: ReadDataOptions = {}): Promise<Checkpoint> {
   const opened = await openCheckpoint(dir);
   const tensors = new Map<string, CheckpointTensor>();
   for (const header of opened.files) {
-    const data = await readSafetensorsData(header);
+    const data = await readSafetensorsData(header, options);
     for (const [name, info] of opened.tensors) {
-      if (info.file === header.file) tensors.set(name, tensorWithBytes(info, header, data));
+      if (info.file === header.file) tensors.set(name, tensorWithBytes(info, data));
     }
   }
   return {

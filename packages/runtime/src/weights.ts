@@ -184,8 +184,9 @@ export function halfToFloat(h: number): number {
 }
 
 /**
- * Validates the checkpoint's headers against the config, then reads the files one at a time (each in one read)
- * and uploads their tensors, so at most one file's data is held besides what the backend already has.
+ * Validates the checkpoint's headers against the config, then reads the files one at a time (each byte once,
+ * in chunks of at most 1 GiB unless one tensor is larger) and uploads their tensors, so at most one file's data
+ * is held besides what the backend already has.
  */
 export async function uploadWeights(
   backend: Backend,
@@ -202,7 +203,7 @@ export async function uploadWeights(
       if (wanted.length === 0) continue;
       const data = await readSafetensorsData(header);
       for (const e of wanted) {
-        const tensor = tensorWithBytes(checkpoint.tensors.get(e.name)!, header, data);
+        const tensor = tensorWithBytes(checkpoint.tensors.get(e.name)!, data);
         const uploaded =
           e.kind === "vector"
             ? backend.fromHost("f32", e.shape, widenToF32(tensor))

@@ -1,3 +1,4 @@
+import { kMaxLength } from "node:buffer";
 import { mkdtempSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -5,11 +6,16 @@ import { DTYPE_SIZES, MoaError, serializeSafetensors } from "@moa/core";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
+  type CheckpointTensor,
+  DEFAULT_CHUNK_BYTES,
   openCheckpoint,
+  planDataChunks,
   readCheckpoint,
   readSafetensors,
   readSafetensorsData,
   readSafetensorsHeader,
+  type SafetensorsHeader,
+  type TensorInfo,
   tensorElements,
 } from "../src/safetensors-reader.js";
 import { fixtureDir } from "./fixtures.js";
@@ -230,6 +236,168 @@ describe("readSafetensors", () => {
   });
 });
 
+/** Name, dtype, shape, offsets and bytes of every tensor, for comparing two reads of the same file. */
+function snapshot(tensors: ReadonlyMap<string, CheckpointTensor>) {
+  return [...tensors.values()].map((t) => ({
+    name: t.name,
+    dtype: t.dtype,
+    shape: t.shape,
+    file: t.file,
+    begin: t.begin,
+    end: t.end,
+    bytes: Buffer.from(t.bytes.buffer, t.bytes.byteOffset, t.bytes.byteLength).toString("base64"),
+  }));
+}
+
+/** A header for a file that does not exist: a data section of the given tensors laid out back to back. */
+function virtualHeader(tensors: ReadonlyArray<readonly [string, number]>): SafetensorsHeader {
+  const dataStart = 8 + 4096;
+  const infos = new Map<string, TensorInfo>();
+  let at = dataStart;
+  for (const [name, bytes] of tensors) {
+    infos.set(name, {
+      name,
+      dtype: "BF16",
+      shape: [bytes / 2],
+      file: "virtual.safetensors",
+      begin: at,
+      end: at + bytes,
+    });
+    at += bytes;
+  }
+  return { file: "virtual.safetensors", size: at, dataStart, metadata: {}, tensors: infos };
+}
+
+describe("reading the data section in chunks", () => {
+  const nano = join(fixtureDir("moa-nano"), "model.safetensors");
+
+  it("gives exactly the tensors of a single read when the data section is read in many chunks", async () => {
+    const single = await readSafetensors(nano);
+    const chunkBytes = 1 << 20; // 1 MiB: moa-nano's 8 MiB data section takes several chunks
+    const chunked = await readSafetensors(nano, { chunkBytes });
+    expect(snapshot(chunked.tensors)).toEqual(snapshot(single.tensors));
+    expect(chunked.metadata).toEqual(single.metadata);
+    const buffers = new Map<ArrayBufferLike, CheckpointTensor[]>();
+    for (const t of chunked.tensors.values())
+      buffers.set(t.bytes.buffer, [...(buffers.get(t.bytes.buffer) ?? []), t]);
+    expect(buffers.size).toBeGreaterThan(2);
+    for (const [buffer, members] of buffers) {
+      // Every buffer stays within the limit unless it holds one tensor larger than the limit.
+      if (members.length > 1) expect(buffer.byteLength).toBeLessThanOrEqual(chunkBytes);
+    }
+    // Together the buffers hold the data section once (moa-nano has no gaps, so nothing more).
+    const header = await readSafetensorsHeader(nano);
+    const total = [...buffers.keys()].reduce((sum, b) => sum + b.byteLength, 0);
+    expect(total).toBe(header.size - header.dataStart);
+  });
+
+  it("reads a tensor larger than the chunk limit alone, into a buffer of its own size", async () => {
+    const chunkBytes = 1 << 20;
+    const { tensors } = await readSafetensors(nano, { chunkBytes });
+    const embed = tensors.get("model.embed_tokens.weight")!;
+    expect(embed.bytes.byteLength).toBe(4096 * 256 * 2);
+    expect(embed.bytes.byteLength).toBeGreaterThan(chunkBytes);
+    expect(embed.bytes.buffer.byteLength).toBe(embed.bytes.byteLength);
+    const sharing = [...tensors.values()].filter((t) => t !== embed && t.bytes.buffer === embed.bytes.buffer);
+    expect(sharing).toEqual([]);
+    const file = readFileSync(nano);
+    expect(Buffer.from(embed.bytes).equals(file.subarray(embed.begin, embed.end))).toBe(true);
+  });
+
+  it("gives a sharded checkpoint the same tensors whatever the chunk size", async () => {
+    const whole = await readCheckpoint(fixtureDir("moa-tiny"));
+    const chunked = await readCheckpoint(fixtureDir("moa-tiny"), { chunkBytes: 300_000 });
+    expect(snapshot(chunked.tensors)).toEqual(snapshot(whole.tensors));
+    const buffers = new Set([...chunked.tensors.values()].map((t) => t.bytes.buffer));
+    expect(buffers.size).toBeGreaterThan(3);
+  });
+
+  it("keeps each tensor's alignment from the data section when a chunk starts at an unaligned tensor", async () => {
+    // a: 18 bytes; b: bf16 at offset 18 (2 mod 8); x: f32 at offset 24. With a 16-byte limit, a is read alone
+    // and b + x together; x must still be a 4-aligned view, not a copy.
+    const header = JSON.stringify({
+      a: { dtype: "U8", shape: [18], data_offsets: [0, 18] },
+      b: { dtype: "BF16", shape: [3], data_offsets: [18, 24] },
+      x: { dtype: "F32", shape: [2], data_offsets: [24, 32] },
+    });
+    const padded = header + " ".repeat((8 - (header.length % 8)) % 8);
+    const bytes = rawFile(padded, 32);
+    const data = new Uint8Array(32);
+    data.set(new Uint8Array(new Uint16Array([0x3f80, 0x4000, 0x4040]).buffer), 18);
+    data.set(new Uint8Array(new Float32Array([7, -8]).buffer), 24);
+    bytes.set(data, 8 + padded.length);
+    const file = writeTemp(bytes);
+    const parsed = await readSafetensorsHeader(file);
+    expect(
+      planDataChunks(parsed, 16).map((c) => [c.begin - parsed.dataStart, c.end - parsed.dataStart, c.pad]),
+    ).toEqual([
+      [0, 18, 0],
+      [18, 32, 2],
+    ]);
+    const { tensors } = await readSafetensors(file, { chunkBytes: 16 });
+    const x = tensors.get("x")!;
+    expect(x.bytes.buffer).toBe(tensors.get("b")!.bytes.buffer);
+    expect(x.bytes.buffer).not.toBe(tensors.get("a")!.bytes.buffer);
+    const elements = tensorElements(x);
+    expect(elements.buffer).toBe(x.bytes.buffer);
+    expect(Array.from(elements)).toEqual([7, -8]);
+    expect(Array.from(tensorElements(tensors.get("b")!))).toEqual([0x3f80, 0x4000, 0x4040]);
+  });
+
+  it("splits a 5 GB Llama-3-8B shard into chunks that each fit one buffer, covering every byte once", () => {
+    // The first shard of Meta-Llama-3-8B: embeddings and layers 0–8, bf16 (about 4.98 GB: more than a
+    // Node 20 typed array can hold in one piece).
+    const d = 4096;
+    const kv = 1024;
+    const ff = 14336;
+    const list: Array<[string, number]> = [["model.embed_tokens.weight", 128256 * d * 2]];
+    for (let l = 0; l < 9; l++) {
+      const p = `model.layers.${l}.`;
+      list.push(
+        [`${p}input_layernorm.weight`, d * 2],
+        [`${p}self_attn.q_proj.weight`, d * d * 2],
+        [`${p}self_attn.k_proj.weight`, kv * d * 2],
+        [`${p}self_attn.v_proj.weight`, kv * d * 2],
+        [`${p}self_attn.o_proj.weight`, d * d * 2],
+        [`${p}post_attention_layernorm.weight`, d * 2],
+        [`${p}mlp.gate_proj.weight`, ff * d * 2],
+        [`${p}mlp.up_proj.weight`, ff * d * 2],
+        [`${p}mlp.down_proj.weight`, d * ff * 2],
+      );
+    }
+    const header = virtualHeader(list);
+    expect(header.size - header.dataStart).toBeGreaterThan(kMaxLength);
+    const chunks = planDataChunks(header);
+    expect(chunks.length).toBeGreaterThan(1);
+    expect(chunks[0]!.begin).toBe(header.dataStart);
+    expect(chunks.at(-1)!.end).toBe(header.size);
+    for (let i = 0; i < chunks.length; i++) {
+      const c = chunks[i]!;
+      expect(c.pad + c.end - c.begin).toBeLessThanOrEqual(DEFAULT_CHUNK_BYTES);
+      if (i > 0) expect(c.begin).toBe(chunks[i - 1]!.end);
+    }
+    for (const t of header.tensors.values()) {
+      expect(chunks.filter((c) => c.begin <= t.begin && t.end <= c.end)).toHaveLength(1);
+    }
+  });
+
+  it("rejects a single tensor larger than the largest buffer Node can allocate, naming it", () => {
+    const header = virtualHeader([
+      ["small", 16],
+      ["huge", kMaxLength + 16],
+    ]);
+    let caught: unknown;
+    try {
+      planDataChunks(header);
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(MoaError);
+    expect((caught as MoaError).field).toBe("huge.data_offsets");
+    expect((caught as MoaError).message).toContain("virtual.safetensors");
+  });
+});
+
 describe("readCheckpoint", () => {
   it("reads the three shards of moa-tiny once each and finds every tensor the index names", async () => {
     const checkpoint = await readCheckpoint(fixtureDir("moa-tiny"));
@@ -245,15 +413,19 @@ describe("readCheckpoint", () => {
     }
   });
 
-  it("opens a checkpoint from its headers alone, then reads each file's data in one piece", async () => {
+  it("opens a checkpoint from its headers alone, then reads a small file's data section in one piece", async () => {
     const opened = await openCheckpoint(fixtureDir("moa-tiny"));
     expect(opened.files).toHaveLength(3);
     const embed = opened.tensors.get("model.embed_tokens.weight")!;
     expect(embed).not.toHaveProperty("bytes");
     const header = opened.files.find((h) => h.file === embed.file)!;
     const data = await readSafetensorsData(header);
-    expect(data.byteOffset).toBe(0);
-    expect(data.byteLength).toBe(header.size - header.dataStart);
+    expect(data.chunks).toHaveLength(1);
+    const [chunk] = data.chunks;
+    expect(chunk!.bytes.byteOffset).toBe(0);
+    expect(chunk!.begin).toBe(header.dataStart);
+    expect(chunk!.end).toBe(header.size);
+    expect(chunk!.bytes.byteLength).toBe(header.size - header.dataStart);
   });
 
   it("refuses data whose file changed size since its header was read", async () => {
