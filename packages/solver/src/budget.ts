@@ -113,14 +113,47 @@ export class BudgetDp {
     }
     if (step === 0) step = 1;
     if (up < baseSum) {
-      return new BudgetDp(st, k, levels, [], 0, 0, step, base, Number.POSITIVE_INFINITY, new Int32Array(st.slots));
+      return new BudgetDp(
+        st,
+        k,
+        levels,
+        [],
+        0,
+        0,
+        step,
+        base,
+        Number.POSITIVE_INFINITY,
+        new Int32Array(st.slots),
+      );
     }
     const cells = Math.floor((up - baseSum) / step) + 1;
     const loCell = Math.max(0, Math.ceil((lo - baseSum) / step));
     if (loCell >= cells) {
-      return new BudgetDp(st, k, levels, [], 0, 0, step, base, Number.POSITIVE_INFINITY, new Int32Array(st.slots));
+      return new BudgetDp(
+        st,
+        k,
+        levels,
+        [],
+        0,
+        0,
+        step,
+        base,
+        Number.POSITIVE_INFINITY,
+        new Int32Array(st.slots),
+      );
     }
     if ((units + 1) * cells > MAX_CELLS) return undefined;
+    if (process.env.MOA_DEBUG)
+      console.error(
+        "budget cells",
+        cells,
+        "step",
+        step,
+        "units",
+        units,
+        "levels",
+        levels.reduce((a, l) => a + l.length, 0),
+      );
 
     // Forward: F_u[c] = least value of units < u using c steps above their minimum.
     const forward: Float32Array[] = [];
@@ -128,13 +161,16 @@ export class BudgetDp {
     let current = new Float64Array(cells).fill(Number.POSITIVE_INFINITY);
     current[0] = 0;
     forward.push(Float32Array.from(current, floorToFloat32));
+    // Cells beyond the sum of the units' largest steps so far are unreachable.
+    let reach = 0;
     for (let u = 0; u < units; u++) {
       const next = new Float64Array(cells).fill(Number.POSITIVE_INFINITY);
       const list = levels[u]!;
       for (let li = 0; li < list.length; li++) {
         const shift = (list[li]!.tokens - base[u]!) / step;
         const value = list[li]!.value;
-        for (let c = 0; c + shift < cells; c++) {
+        const last = Math.min(reach, cells - 1 - shift);
+        for (let c = 0; c <= last; c++) {
           const v = current[c]! + value;
           if (v < next[c + shift]!) {
             next[c + shift] = v;
@@ -142,6 +178,7 @@ export class BudgetDp {
           }
         }
       }
+      reach = Math.min(cells - 1, reach + (list[list.length - 1]!.tokens - base[u]!) / step);
       current = next;
       forward.push(Float32Array.from(current, floorToFloat32));
     }

@@ -183,7 +183,13 @@ export function solveCompact(
   }
 
   for (let k = 0; k < K; k++) {
-    pushRow(rows, bounds.kvLower[k]! - kvConst[k]!, bounds.kvUpper[k]! - kvConst[k]!, kvIndex[k]!, kvValue[k]!);
+    pushRow(
+      rows,
+      bounds.kvLower[k]! - kvConst[k]!,
+      bounds.kvUpper[k]! - kvConst[k]!,
+      kvIndex[k]!,
+      kvValue[k]!,
+    );
   }
   for (let j = 0; j < m; j++) {
     if (bounds.lossUpper[j]! < INF) {
@@ -248,7 +254,14 @@ export function solveCompact(
   };
   if (numCols === 0) {
     // Everything is fixed: feasible iff the constants satisfy the rows (checked by the caller).
-    return { status: "optimal", assign: decode(undefined), objective: offset, bound: offset, variables: 0, rows: 0 };
+    return {
+      status: "optimal",
+      assign: decode(undefined),
+      objective: offset,
+      bound: offset,
+      variables: 0,
+      rows: 0,
+    };
   }
   const model = highs.createModel({
     numCols,
@@ -283,7 +296,14 @@ export function solveCompact(
     const codes = highs.constants.modelStatus;
     const hasSolution = Number(model.info.get("primal_solution_status")) === 2;
     if (modelStatus === codes.infeasible) {
-      return { status: "infeasible", assign: undefined, objective: INF, bound: INF, variables: numCols, rows: numRows };
+      return {
+        status: "infeasible",
+        assign: undefined,
+        objective: INF,
+        bound: INF,
+        variables: numCols,
+        rows: numRows,
+      };
     }
     const bound = Number(model.info.get("mip_dual_bound"));
     if (!hasSolution) {

@@ -10,7 +10,7 @@ import {
 import { highsRuntime } from "./highs.js";
 import type { GqaMode, MipTargets } from "./problem.js";
 import { MipSession, type SolveStats } from "./session.js";
-import { DEFAULT_REL_GAP, type MipSolution, toSolution } from "./solve.js";
+import { DEFAULT_PROOF_SECONDS, DEFAULT_REL_GAP, type MipSolution, toSolution } from "./solve.js";
 import { buildStructure, type Structure } from "./structure.js";
 import { buildRuleTable, type RuleTable } from "./table.js";
 
@@ -33,8 +33,10 @@ export interface OptimizeOptions {
   paretoPoints?: number;
   /** Candidate rules (default `candidateGrid({ lengths, extend })`); rules with `S(extend) > extend` make no sense. */
   grid?: ElasticRule[];
-  /** Relative optimality gap each solve proves (default 1e-6). */
+  /** Relative optimality gap each solve proves (default 1e-4). */
   relGap?: number;
+  /** HiGHS seconds per solve for proving `relGap` (default 10); past it a point keeps the gap it reached. */
+  proofSeconds?: number;
   /** Wall-clock limit for the whole front; past it `optimizePlans` throws `E_TIMEOUT`. */
   timeLimitSeconds?: number;
   /** Called after every solve (anchor or grid point). */
@@ -117,7 +119,8 @@ interface Resolved {
 
 function resolveOptions(profile: MoaProfile, options: OptimizeOptions): Resolved {
   const { shape, density } = options;
-  if (typeof shape !== "object" || shape === null) argument("shape is required (the model's layers, heads, kvHeads, headDim)", "shape");
+  if (typeof shape !== "object" || shape === null)
+    argument("shape is required (the model's layers, heads, kvHeads, headDim)", "shape");
   if (shape.layers !== profile.layers || shape.heads !== profile.heads) {
     argument(
       `shape has ${shape.layers} layers × ${shape.heads} heads but the profile has ${profile.layers} × ${profile.heads}`,
@@ -127,31 +130,42 @@ function resolveOptions(profile: MoaProfile, options: OptimizeOptions): Resolved
   if (!Number.isSafeInteger(shape.kvHeads) || shape.kvHeads < 1 || shape.heads % shape.kvHeads !== 0) {
     argument(`shape.kvHeads = ${shape.kvHeads} must divide shape.heads = ${shape.heads}`, "shape.kvHeads");
   }
-  if (typeof density !== "number" || !(density > 0 && density <= 1)) argument(`density = ${density} must be in (0, 1]`, "density");
+  if (typeof density !== "number" || !(density > 0 && density <= 1))
+    argument(`density = ${density} must be in (0, 1]`, "density");
   const lengths = [...(options.lengths ?? profile.lengths)].sort((a, b) => a - b);
   if (lengths.length === 0) argument("lengths is empty", "lengths");
   for (const n of lengths) {
-    if (!profile.influence.has(n)) argument(`length ${n} is not profiled (the profile has ${profile.lengths.join(", ")})`, "lengths");
+    if (!profile.influence.has(n))
+      argument(`length ${n} is not profiled (the profile has ${profile.lengths.join(", ")})`, "lengths");
   }
-  if (new Set(lengths).size !== lengths.length) argument(`lengths ${lengths.join(", ")} repeat a length`, "lengths");
+  if (new Set(lengths).size !== lengths.length)
+    argument(`lengths ${lengths.join(", ")} repeat a length`, "lengths");
   const longest = lengths[lengths.length - 1]!;
   const extend = options.extend ?? 2 * longest;
-  if (!Number.isSafeInteger(extend) || extend < longest) argument(`extend = ${extend} must be an integer >= ${longest}`, "extend");
+  if (!Number.isSafeInteger(extend) || extend < longest)
+    argument(`extend = ${extend} must be an integer >= ${longest}`, "extend");
   const kvLengths = [...new Set([...lengths, extend])].sort((a, b) => a - b);
   const grid = options.grid ?? candidateGrid({ lengths, extend });
   if (grid.length === 0) argument("the candidate grid is empty", "grid");
   const lowerRatio = options.lowerRatio ?? DEFAULT_LOWER_RATIO;
-  if (!(lowerRatio >= 0 && lowerRatio <= 1)) argument(`lowerRatio = ${lowerRatio} must be in [0, 1]`, "lowerRatio");
+  if (!(lowerRatio >= 0 && lowerRatio <= 1))
+    argument(`lowerRatio = ${lowerRatio} must be in [0, 1]`, "lowerRatio");
   const k = options.maxRulesPerLayer;
-  if (k !== undefined && (!Number.isSafeInteger(k) || k < 1)) argument(`maxRulesPerLayer = ${k} must be a positive integer`, "maxRulesPerLayer");
+  if (k !== undefined && (!Number.isSafeInteger(k) || k < 1))
+    argument(`maxRulesPerLayer = ${k} must be a positive integer`, "maxRulesPerLayer");
   const gqa = options.gqa ?? "per-query-head";
-  if (gqa !== "per-query-head" && gqa !== "per-kv-head") argument(`gqa = ${String(gqa)} must be "per-query-head" or "per-kv-head"`, "gqa");
+  if (gqa !== "per-query-head" && gqa !== "per-kv-head")
+    argument(`gqa = ${String(gqa)} must be "per-query-head" or "per-kv-head"`, "gqa");
   const paretoPoints = options.paretoPoints ?? DEFAULT_PARETO_POINTS;
-  if (!Number.isSafeInteger(paretoPoints) || paretoPoints < 0) argument(`paretoPoints = ${paretoPoints} must be an integer >= 0`, "paretoPoints");
+  if (!Number.isSafeInteger(paretoPoints) || paretoPoints < 0)
+    argument(`paretoPoints = ${paretoPoints} must be an integer >= 0`, "paretoPoints");
   const relGap = options.relGap ?? DEFAULT_REL_GAP;
   if (!(relGap >= 0 && relGap < 1)) argument(`relGap = ${relGap} must be in [0, 1)`, "relGap");
+  const proof = options.proofSeconds;
+  if (proof !== undefined && !(proof > 0)) argument(`proofSeconds = ${proof} must be > 0`, "proofSeconds");
   const limit = options.timeLimitSeconds;
-  if (limit !== undefined && !(limit > 0)) argument(`timeLimitSeconds = ${limit} must be > 0`, "timeLimitSeconds");
+  if (limit !== undefined && !(limit > 0))
+    argument(`timeLimitSeconds = ${limit} must be > 0`, "timeLimitSeconds");
   return { lengths, extend, kvLengths, grid, lowerRatio, gqa, paretoPoints, relGap };
 }
 
@@ -257,7 +271,11 @@ export async function optimizePlans(profile: MoaProfile, options: OptimizeOption
     const targets: MipTargets = { weights, densityUpper, densityLower, ...(lossUpper ? { lossUpper } : {}) };
     let solution: MipSolution;
     try {
-      const result = session.solve(targets, { relGap: resolved.relGap, deadline });
+      const result = session.solve(targets, {
+        relGap: resolved.relGap,
+        deadline,
+        proofSeconds: options.proofSeconds ?? DEFAULT_PROOF_SECONDS,
+      });
       solution = toSolution(session, result, weights);
     } catch (error) {
       if (error instanceof MoaError && error.code === "E_TIMEOUT") {
@@ -277,8 +295,10 @@ export async function optimizePlans(profile: MoaProfile, options: OptimizeOption
       done,
       total,
       kind,
-      feasible: solution.status === "optimal",
-      ...(solution.status === "optimal" ? { loss: record(lengths, solution.loss), gap: solution.gap } : {}),
+      feasible: solution.status !== "infeasible",
+      ...(solution.status !== "infeasible"
+        ? { loss: record(lengths, solution.loss), gap: solution.gap }
+        : {}),
       seconds,
     });
     return { solution, seconds };
@@ -296,8 +316,10 @@ export async function optimizePlans(profile: MoaProfile, options: OptimizeOption
     const anchors: MipSolution[] = [];
     for (let j = 0; j < m; j++) {
       const { solution, seconds } = run(weightsFor(j), undefined, "anchor");
-      if (solution.status !== "optimal") {
-        throw new MoaError("E_INFEASIBLE", infeasibleMessage(st, options.density, lowerRatio), { field: "density" });
+      if (solution.status === "infeasible") {
+        throw new MoaError("E_INFEASIBLE", infeasibleMessage(st, options.density, lowerRatio), {
+          field: "density",
+        });
       }
       anchors.push(solution);
       found.push({ solution, seconds, origin: { kind: "anchor", length: lengths[j]! } });
@@ -319,7 +341,7 @@ export async function optimizePlans(profile: MoaProfile, options: OptimizeOption
           rest = Math.floor(rest / P);
         });
         const { solution, seconds } = run(weightsFor(primary), lossUpper, "epsilon");
-        if (solution.status === "optimal") {
+        if (solution.status !== "infeasible") {
           const bounds: Record<string, number> = {};
           secondary.forEach((j) => {
             bounds[String(lengths[j])] = lossUpper[j]!;
@@ -341,7 +363,9 @@ export async function optimizePlans(profile: MoaProfile, options: OptimizeOption
     seen.add(key);
     unique.push(f);
   }
-  const front = unique.filter((f) => !unique.some((g) => g !== f && dominates(g.solution.loss, f.solution.loss)));
+  const front = unique.filter(
+    (f) => !unique.some((g) => g !== f && dominates(g.solution.loss, f.solution.loss)),
+  );
   front.sort((a, b) => {
     for (let j = m - 1; j >= 0; j--) {
       const d = a.solution.loss[j]! - b.solution.loss[j]!;
@@ -356,7 +380,9 @@ export async function optimizePlans(profile: MoaProfile, options: OptimizeOption
     const rules: ElasticRule[][] = [];
     const heads = f.solution.headRules!;
     for (let l = 0; l < profile.layers; l++) {
-      rules.push(Array.from({ length: profile.heads }, (_, h) => ({ ...grid[heads[l * profile.heads + h]!]! })));
+      rules.push(
+        Array.from({ length: profile.heads }, (_, h) => ({ ...grid[heads[l * profile.heads + h]!]! })),
+      );
     }
     const loss = record(lengths, f.solution.loss);
     const provenance: Record<string, unknown> = {
@@ -395,7 +421,10 @@ export async function optimizePlans(profile: MoaProfile, options: OptimizeOption
       rulesInGrid: grid.length,
       slots: st.slots,
       variablesBeforePruning: st.slots * st.R,
-      variablesAfterPruning: Math.max(...perSolve.map((s) => s.optionsAfterPruning), session.optionsAfterPruning),
+      variablesAfterPruning: Math.max(
+        ...perSolve.map((s) => s.optionsAfterPruning),
+        session.optionsAfterPruning,
+      ),
       solves: perSolve.length,
       infeasibleSolves,
       duplicates: found.length - unique.length,

@@ -1,4 +1,4 @@
-import { createRequire } from "node:module"; const require = createRequire(import.meta.url);
+const require = createRequire(import.meta.url);
 import type { Highs } from "highs";
 import type { CompactResult, SideBounds } from "./compact.js";
 import type { Pattern } from "./master.js";
@@ -57,7 +57,8 @@ export function solvePatternMip(
   const kMax = st.maxRulesPerLayer;
   if (kMax !== undefined) {
     for (let u = 0; u < units; u++) {
-      if (unitPatterns[u]!.length === 1) for (const r of unitPatterns[u]![0]!.rules) forced[layerOf(u)]!.add(r);
+      if (unitPatterns[u]!.length === 1)
+        for (const r of unitPatterns[u]![0]!.rules) forced[layerOf(u)]!.add(r);
     }
     for (const p of columns) {
       const l = layerOf(p.unit);
@@ -143,11 +144,18 @@ export function solvePatternMip(
     }
     for (let l = 0; l < st.layers; l++) {
       const room = kMax - forced[l]!.size;
-      if (room < 0) return { status: "infeasible", assign: undefined, objective: INF, bound: INF, variables: 0, rows: 0 };
+      if (room < 0)
+        return { status: "infeasible", assign: undefined, objective: INF, bound: INF, variables: 0, rows: 0 };
       const idx: number[] = [];
       for (const [key, col] of ruleColumn) if (Math.floor(key / st.R) === l) idx.push(col);
       idx.sort((a, b) => a - b);
-      if (idx.length > room) row(-INF, room, idx, idx.map(() => 1));
+      if (idx.length > room)
+        row(
+          -INF,
+          room,
+          idx,
+          idx.map(() => 1),
+        );
     }
   }
 
@@ -210,16 +218,32 @@ export function solvePatternMip(
       }
       if (complete) model.setSolution({ colValue: x });
     }
-    if (process.env.MOA_DUMP && numCols > 1000) {
-      const fs = require("node:fs");
-      fs.writeFileSync(`${process.env.MOA_DUMP}-${numCols}.lp`, model.exportModel("lp"));
-    }
     const started = performance.now();
     const { modelStatus } = model.run();
-    if (process.env.MOA_DEBUG) console.error("patternMip", numCols, numRows, "status", modelStatus, "nodes", model.info.get("mip_node_count"), "ms", (performance.now() - started).toFixed(0), "gap", model.info.get("mip_gap"));
+    if (process.env.MOA_DEBUG)
+      console.error(
+        "patternMip",
+        numCols,
+        numRows,
+        "status",
+        modelStatus,
+        "nodes",
+        model.info.get("mip_node_count"),
+        "ms",
+        (performance.now() - started).toFixed(0),
+        "gap",
+        model.info.get("mip_gap"),
+      );
     const codes = highs.constants.modelStatus;
     if (modelStatus === codes.infeasible) {
-      return { status: "infeasible", assign: undefined, objective: INF, bound: INF, variables: numCols, rows: numRows };
+      return {
+        status: "infeasible",
+        assign: undefined,
+        objective: INF,
+        bound: INF,
+        variables: numCols,
+        rows: numRows,
+      };
     }
     const bound = Number(model.info.get("mip_dual_bound"));
     if (Number(model.info.get("primal_solution_status")) !== 2) {

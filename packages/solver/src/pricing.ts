@@ -19,6 +19,8 @@ export class UnitPricer {
   private readonly listLen: Int32Array;
   private readonly arg: Int32Array;
   private readonly back: Float64Array;
+  private readonly optRule: Int32Array;
+  private readonly optCost: Float64Array;
   private stamp = 0;
 
   constructor(st: Structure) {
@@ -34,11 +36,13 @@ export class UnitPricer {
     this.listLen = new Int32Array(layersOfStates);
     this.arg = new Int32Array(layersOfStates * this.C);
     this.back = new Float64Array(layersOfStates * this.C);
+    this.optRule = new Int32Array(st.R);
+    this.optCost = new Float64Array(st.R);
   }
 
   /** Forward pass; fills step lists and values. Returns the best final state. */
   private forward(u: number, opts: SlotOptions, slotCost: Float64Array, capCost: Float64Array): number {
-    const { C, join, spu, val, mark, list, listLen, arg } = this;
+    const { C, join, spu, val, mark, list, listLen, arg, optRule, optCost } = this;
     const R = this.st.R;
     this.stamp++;
     const stamp = this.stamp;
@@ -52,14 +56,20 @@ export class UnitPricer {
       const nxt = (i + 1) * C;
       let n = 0;
       const o0 = opts.start[s]!;
-      const o1 = opts.start[s + 1]!;
+      const count = opts.start[s + 1]! - o0;
+      for (let o = 0; o < count; o++) {
+        const r = opts.rule[o0 + o]!;
+        optRule[o] = r;
+        optCost[o] = slotCost[s * R + r]!;
+      }
       for (let a = 0; a < listLen[i]!; a++) {
         const state = list[cur + a]!;
         const base = val[cur + state]!;
-        for (let o = o0; o < o1; o++) {
-          const r = opts.rule[o]!;
-          const next = join[state * R + r]!;
-          const v = base + slotCost[s * R + r]!;
+        const row = state * R;
+        for (let o = 0; o < count; o++) {
+          const r = optRule[o]!;
+          const next = join[row + r]!;
+          const v = base + optCost[o]!;
           const at = nxt + next;
           if (mark[at] !== stamp) {
             mark[at] = stamp;
@@ -92,7 +102,12 @@ export class UnitPricer {
    * Every cap the unit can end in, with the least value of a choice ending there
    * (`Σ slot costs + capCost`). {@link backtrack} recovers that choice until the next call.
    */
-  finals(u: number, opts: SlotOptions, slotCost: Float64Array, capCost: Float64Array): { states: Int32Array; values: Float64Array } {
+  finals(
+    u: number,
+    opts: SlotOptions,
+    slotCost: Float64Array,
+    capCost: Float64Array,
+  ): { states: Int32Array; values: Float64Array } {
     const { C, spu, val, list, listLen } = this;
     this.forward(u, opts, slotCost, capCost);
     const n = listLen[spu]!;
@@ -118,7 +133,13 @@ export class UnitPricer {
    * Minimum over the unit's choices of Σ slot costs + capCost(cap); writes the choice
    * (rule per slot) to `pattern` and returns its value.
    */
-  price(u: number, opts: SlotOptions, slotCost: Float64Array, capCost: Float64Array, pattern: Int32Array): number {
+  price(
+    u: number,
+    opts: SlotOptions,
+    slotCost: Float64Array,
+    capCost: Float64Array,
+    pattern: Int32Array,
+  ): number {
     const { C, spu, val, arg } = this;
     const R = this.st.R;
     const best = this.forward(u, opts, slotCost, capCost);
@@ -227,7 +248,9 @@ export class UnitPricer {
     };
     let created = 0;
     let buckets = new Map<number, Label[]>();
-    buckets.set(0, [{ state: 0, reduced: 0, cost: 0, use: new Float64Array(g), prev: undefined, rule: -1, alive: true }]);
+    buckets.set(0, [
+      { state: 0, reduced: 0, cost: 0, use: new Float64Array(g), prev: undefined, rule: -1, alive: true },
+    ]);
     for (let i = 0; i < spu; i++) {
       const s = u * spu + i;
       const next = new Map<number, Label[]>();
@@ -328,7 +351,13 @@ export class UnitPricer {
    * For every option `o` of every slot of unit `u`: the least value of a choice using it,
    * minus the unit's optimum `price` (≥ 0 up to rounding). Written to `out[o]`.
    */
-  deltas(u: number, opts: SlotOptions, slotCost: Float64Array, capCost: Float64Array, out: Float64Array): number {
+  deltas(
+    u: number,
+    opts: SlotOptions,
+    slotCost: Float64Array,
+    capCost: Float64Array,
+    out: Float64Array,
+  ): number {
     const { C, join, spu, val, list, listLen, back } = this;
     const R = this.st.R;
     const best = this.forward(u, opts, slotCost, capCost);

@@ -6,7 +6,13 @@ import { Master, makePattern, type Pattern } from "./master.js";
 import { solvePatternMip } from "./patternMip.js";
 import { UnitPricer } from "./pricing.js";
 import type { MipTargets } from "./problem.js";
-import { type Evaluation, evaluateAssignment, pruneOptions, type SlotOptions, type Structure } from "./structure.js";
+import {
+  type Evaluation,
+  evaluateAssignment,
+  pruneOptions,
+  type SlotOptions,
+  type Structure,
+} from "./structure.js";
 
 /** How one MIP was solved, for benchmarks and for curiosity. */
 export interface SolveStats {
@@ -26,7 +32,8 @@ export interface SolveStats {
 }
 
 export interface SessionResult {
-  status: "optimal" | "infeasible";
+  /** `feasible`: the proof stopped at `proofSeconds` before reaching `relGap` (see `gap`). */
+  status: "optimal" | "feasible" | "infeasible";
   assign: Int32Array | undefined;
   evaluation: Evaluation | undefined;
   /** Normalised objective Σ_j ŵ_j · nloss_j of `assign`. */
@@ -39,12 +46,14 @@ export interface SessionResult {
 }
 
 export interface SessionOptions {
-  /** Relative optimality gap to prove (default 1e-6). */
+  /** Relative optimality gap to prove. */
   relGap: number;
   /** `performance.now()` deadline in ms (Infinity for none). */
   deadline: number;
   /** Solve the compact MIP directly instead of decomposing (tests compare the two). */
   compactOnly?: boolean;
+  /** Seconds HiGHS may spend on the MIPs of one solve before the best plan is returned with its gap. */
+  proofSeconds: number;
 }
 
 const LP_TOLERANCE = 1e-9;
@@ -85,6 +94,7 @@ export class MipSession {
   private readonly exact: boolean[];
   private opts: SlotOptions;
   private readonly pool: Int32Array[] = [];
+  private proofDeadline = Number.POSITIVE_INFINITY;
   private readonly poolKeys = new Set<string>();
 
   constructor(highs: Highs, st: Structure) {
@@ -115,6 +125,7 @@ export class MipSession {
     const t0 = performance.now();
     const st = this.st;
     const { K, m } = st;
+    this.proofDeadline = t0 + options.proofSeconds * 1000;
     const weights = Float64Array.from(targets.weights, (w, j) => w * st.scale[j]!);
     const lossUpper = new Float64Array(m).fill(Number.POSITIVE_INFINITY);
     for (let j = 0; j < m; j++) {
@@ -145,9 +156,9 @@ export class MipSession {
         return e.distinctPerLayer <= (st.maxRulesPerLayer ?? Number.POSITIVE_INFINITY);
       };
       const result =
-        options.compactOnly || this.pricer === undefined
-          ? this.solveWhole(bounds, feasible, options)
-          : this.solveDecomposed(bounds, feasible, options);
+        (options.compactOnly || this.pricer === undefined
+          ? undefined
+          : this.solveDecomposed(bounds, feasible, options)) ?? this.solveWhole(bounds, feasible, options);
       if (result.status === "infeasible" || result.evaluation === undefined) {
         return { ...result, stats: { ...result.stats, seconds: (performance.now() - t0) / 1000 } };
       }
@@ -185,6 +196,12 @@ export class MipSession {
     return z;
   }
 
+  /** HiGHS time for a MIP: what is left of the solve's proof budget, within the deadline. */
+  private mipTime(options: SessionOptions): number {
+    const proof = (this.proofDeadline - performance.now()) / 1000;
+    return Math.max(0.05, Math.min(this.remaining(options.deadline), proof));
+  }
+
   private remaining(deadline: number): number {
     const left = (deadline - performance.now()) / 1000;
     if (left <= 0) timeout(deadline);
@@ -206,11 +223,20 @@ export class MipSession {
     }
     const res = solveCompact(this.highs, this.st, this.opts, bounds, {
       relGap: options.relGap,
-      timeLimit: this.remaining(options.deadline),
+      timeLimit: this.mipTime(options),
       start: best?.assign,
     });
     stats.mipVariables = res.variables;
-    return this.finish(res, best, Number.NEGATIVE_INFINITY, bounds, feasible, stats, options, Number.POSITIVE_INFINITY);
+    return this.finish(
+      res,
+      best,
+      Number.NEGATIVE_INFINITY,
+      bounds,
+      feasible,
+      stats,
+      options,
+      Number.POSITIVE_INFINITY,
+    );
   }
 
   /** Turns a compact-MIP result into a session result, with the bound `min(HiGHS bound, outside)`. */
@@ -228,7 +254,8 @@ export class MipSession {
     if (res.assign !== undefined) {
       const e = evaluateAssignment(this.st, res.assign);
       const z = this.objectiveOf(e, bounds.weights);
-      if (feasible(e, false) && (best === undefined || z < best.z)) best = { assign: Int32Array.from(res.assign), e, z };
+      if (feasible(e, false) && (best === undefined || z < best.z))
+        best = { assign: Int32Array.from(res.assign), e, z };
     }
     if (res.status === "limit" && performance.now() >= options.deadline) timeout(options.deadline);
     if (best === undefined) {
@@ -243,13 +270,14 @@ export class MipSession {
       };
     }
     const bound = Math.min(best.z, Math.max(lpBound, Math.min(res.bound, outside)));
+    const gap = relativeGap(best.z, bound);
     return {
-      status: "optimal",
+      status: gap <= options.relGap ? "optimal" : "feasible",
       assign: best.assign,
       evaluation: best.e,
       objective: best.z,
       bound,
-      gap: relativeGap(best.z, bound),
+      gap,
       stats,
     };
   }
@@ -270,7 +298,8 @@ export class MipSession {
         for (let j = 0; j < m; j++) c += st.nloss[j]![i]!;
         slotCost[i] = pass < 0 ? c : 1e-9 * c;
       }
-      for (let s = 0; s < C; s++) capCost[s] = pass < 0 ? 0 : st.states!.tokens[s * K + pass]! / st.kvLengths[pass]!;
+      for (let s = 0; s < C; s++)
+        capCost[s] = pass < 0 ? 0 : st.states!.tokens[s * K + pass]! / st.kvLengths[pass]!;
       for (let u = 0; u < st.units; u++) {
         pricer.price(u, this.opts, slotCost, capCost, pattern);
         out.push(makePattern(st, u, pattern));
@@ -288,7 +317,7 @@ export class MipSession {
     bounds: SideBounds,
     feasible: (e: Evaluation, all: boolean) => boolean,
     options: SessionOptions,
-  ): SessionResult {
+  ): SessionResult | undefined {
     const st = this.st;
     const { R, K, m, slots, units, slotsPerUnit: spu } = st;
     const C = st.states!.count;
@@ -312,7 +341,8 @@ export class MipSession {
     // Earlier solutions are good columns for the next point.
     const poolPatterns: Pattern[] = [];
     for (const a of this.pool) {
-      for (let u = 0; u < units; u++) poolPatterns.push(makePattern(st, u, a.subarray(u * spu, (u + 1) * spu)));
+      for (let u = 0; u < units; u++)
+        poolPatterns.push(makePattern(st, u, a.subarray(u * spu, (u + 1) * spu)));
     }
     master.add(poolPatterns);
 
@@ -354,6 +384,15 @@ export class MipSession {
     };
 
     master.setWeights(weights);
+    // The artificials' price must exceed any dual the real rows can have; scale it with
+    // the objective (raw weights can make it anything) and raise it if it proves too low.
+    let penalty =
+      1e4 *
+      Math.max(
+        1e-12,
+        weights.reduce((a, w) => a + w, 0),
+      );
+    master.setPenalty(penalty);
     for (let round = 0; ; round++) {
       if (round >= MAX_ROUNDS) break;
       const res = master.solve(this.remaining(options.deadline));
@@ -387,14 +426,14 @@ export class MipSession {
           };
         }
         if (res.artificial <= LP_TOLERANCE || master.add(fresh) === 0) {
-          if (res.artificial > LP_TOLERANCE) {
-            throw new MoaError("E_SOLVER", "column generation stalled in phase one");
-          }
+          // Numerically stuck (duals that price known columns as improving): leave it to the compact MIP.
+          if (res.artificial > LP_TOLERANCE) return undefined;
           // Feasible after all: back to the real objective with a larger penalty.
           phaseOne = false;
           weights = bounds.weights;
           master.setWeights(weights);
-          master.setPenalty(master.penalty * 100);
+          penalty *= 100;
+          master.setPenalty(penalty);
         }
         continue;
       }
@@ -420,7 +459,8 @@ export class MipSession {
     const consider = (assign: Int32Array): void => {
       const e = evaluateAssignment(st, assign);
       const z = this.objectiveOf(e, bounds.weights);
-      if (feasible(e, false) && (best === undefined || z < best.z)) best = { assign: Int32Array.from(assign), e, z };
+      if (feasible(e, false) && (best === undefined || z < best.z))
+        best = { assign: Int32Array.from(assign), e, z };
     };
     for (const a of this.pool) consider(a);
     if (lastX !== undefined) {
@@ -466,7 +506,10 @@ export class MipSession {
       dpY[budgetRow] = 0;
       dpConstant = setCosts(dpY, bounds.weights);
       const n = st.kvLengths[budgetRow]!;
-      const lo = bounds.kvLower[budgetRow]! > Number.NEGATIVE_INFINITY ? Math.ceil(bounds.kvLower[budgetRow]! * n - 1e-6) : 0;
+      const lo =
+        bounds.kvLower[budgetRow]! > Number.NEGATIVE_INFINITY
+          ? Math.ceil(bounds.kvLower[budgetRow]! * n - 1e-6)
+          : 0;
       const up = Math.floor(bounds.kvUpper[budgetRow]! * n + 1e-6);
       dp = BudgetDp.solve(st, this.pricer!, this.opts, slotCost, capCost, budgetRow, lo, up);
       if (dp !== undefined) {
@@ -483,22 +526,53 @@ export class MipSession {
         }
         bestBound = Math.max(bestBound, dp.bound + dpConstant);
         consider(dp.assign);
-        if (process.env.MOA_DEBUG) console.error("y", Array.from(bestY).map((v, i) => (i < K ? (Math.abs(v) * st.tokenStep[i]!) / st.kvLengths[i]! : v).toExponential(2)).join(" "), "L", bestBound);
-        if (process.env.MOA_DEBUG) console.error("budget dp row", st.kvLengths[budgetRow], "bound", dp.bound + dpConstant, "best", best?.z);
+        if (process.env.MOA_DEBUG)
+          console.error(
+            "y",
+            Array.from(bestY)
+              .map((v, i) =>
+                (i < K ? (Math.abs(v) * st.tokenStep[i]!) / st.kvLengths[i]! : v).toExponential(2),
+              )
+              .join(" "),
+            "L",
+            bestBound,
+          );
+        if (process.env.MOA_DEBUG)
+          console.error(
+            "budget dp row",
+            st.kvLengths[budgetRow],
+            "bound",
+            dp.bound + dpConstant,
+            "best",
+            best?.z,
+          );
       }
     }
     if (within()) return done("budget-dp");
 
     // The MIP over the generated columns: cheap, and usually closes the gap.
-    const masterPatterns = master.unitColumns.map((cols) => cols.map((c) => master.patterns[c - master.firstPattern]!));
+    const masterPatterns = master.unitColumns.map((cols) =>
+      cols.map((c) => master.patterns[c - master.firstPattern]!),
+    );
     const rmip = solvePatternMip(this.highs, st, masterPatterns, bounds, {
       relGap: options.relGap,
-      timeLimit: Math.min(this.remaining(options.deadline), 30),
+      timeLimit: this.mipTime(options),
       start: best?.assign,
     });
     stats.mipVariables = rmip.variables;
     if (rmip.assign !== undefined) consider(rmip.assign);
-    if (process.env.MOA_DEBUG) console.error("L*", bestBound, "rmip", rmip.status, rmip.objective, "best", best?.z, "rounds", stats.rounds);
+    if (process.env.MOA_DEBUG)
+      console.error(
+        "L*",
+        bestBound,
+        "rmip",
+        rmip.status,
+        rmip.objective,
+        "best",
+        best?.z,
+        "rounds",
+        stats.rounds,
+      );
     if (within()) return done("master-mip");
 
     // Reduced-cost fixing. For any solution x, z(x) ≥ L + Σ_u δ_u(x), where L is the
@@ -522,7 +596,9 @@ export class MipSession {
     let maxDelta = 0;
     for (const d of delta) maxDelta = Math.max(maxDelta, d);
     let lagrangianBound = setCosts(bestY, bounds.weights);
-    for (let u = 0; u < units; u++) lagrangianBound += this.pricer!.price(u, this.opts, slotCost, capCost, pattern);
+    for (let u = 0; u < units; u++)
+      lagrangianBound += this.pricer!.price(u, this.opts, slotCost, capCost, pattern);
+    if (!Number.isFinite(bestBound)) bestBound = Math.min(lagrangianBound, best?.z ?? lagrangianBound);
     let span =
       best !== undefined
         ? Math.max(best.z - bestBound - 0.5 * options.relGap * Math.abs(best.z), 1e-12)
@@ -564,11 +640,19 @@ export class MipSession {
           setCosts(bestY, bounds.weights);
           for (let u = 0; u < units; u++) collect(u, undefined, bestBound + limit - lagrangianBound);
         }
-        if (process.env.MOA_DEBUG) console.error("core units free", core.filter((l) => l.length > 1).length, "of", units, "room", room);
+        if (process.env.MOA_DEBUG)
+          console.error(
+            "core units free",
+            core.filter((l) => l.length > 1).length,
+            "of",
+            units,
+            "room",
+            room,
+          );
         if (room >= 0) {
           res = solvePatternMip(this.highs, st, core, bounds, {
             relGap: options.relGap,
-            timeLimit: this.remaining(options.deadline),
+            timeLimit: this.mipTime(options),
             start: best?.assign,
           });
         }
@@ -579,12 +663,13 @@ export class MipSession {
         const core = restrictOptions(this.opts, slots, (o) => whole || delta[o]! <= keep);
         res = solveCompact(this.highs, st, core, bounds, {
           relGap: options.relGap,
-          timeLimit: this.remaining(options.deadline),
+          timeLimit: this.mipTime(options),
           start: best !== undefined && inOptions(core, best.assign) ? best.assign : undefined,
         });
       }
       stats.mipVariables = res.variables;
-      if (process.env.MOA_DEBUG) console.error("core", span, whole, res.status, res.objective, res.bound, res.variables);
+      if (process.env.MOA_DEBUG)
+        console.error("core", span, whole, res.status, res.objective, res.bound, res.variables);
       // Solutions outside the core are worth at least bestBound + span.
       const outside = whole ? Number.POSITIVE_INFINITY : bestBound + span;
       const result = this.finish(res, best, bestBound, bounds, feasible, stats, options, outside);
@@ -593,7 +678,8 @@ export class MipSession {
         span *= 10;
         continue;
       }
-      if (result.gap <= options.relGap || whole) return result;
+      // Done: proven, or everything was in the core, or the proof budget ran out.
+      if (result.gap <= options.relGap || whole || res.status === "limit") return result;
       best = { assign: result.assign!, e: result.evaluation!, z: result.objective };
       span = Math.max(span * 10, best.z - bestBound);
     }

@@ -4,16 +4,26 @@ import { MipSession, type SolveStats } from "./session.js";
 import { buildStructure, headRules } from "./structure.js";
 
 export interface MipOptions {
-  /** Relative optimality gap to prove: (objective − bound) / |objective| (default 1e-6). */
+  /** Relative optimality gap to prove: (objective − bound) / |objective| (default 1e-4, HiGHS' own default). */
   relGap?: number;
   /** Wall-clock limit in seconds; past it the solve throws `MoaError` `E_TIMEOUT`. */
   timeLimitSeconds?: number;
+  /**
+   * Seconds HiGHS may spend on the MIPs of one solve (default 10). The LP bound of these
+   * problems is usually within 1e-4 of the optimum and the MIPs are then instant; when it
+   * is not, the best plan found so far is returned with the gap proven (`status: "feasible"`).
+   */
+  proofSeconds?: number;
   /** Skip the decomposition and hand HiGHS the whole compact MIP (slow; a second implementation for tests). */
   compactOnly?: boolean;
 }
 
 export interface MipSolution {
-  status: "optimal" | "infeasible";
+  /**
+   * `optimal`: proven within `relGap`. `feasible`: the proof stopped at `proofSeconds`;
+   * `gap` says how far it got. `infeasible`: proven (no plan satisfies the constraints).
+   */
+  status: "optimal" | "feasible" | "infeasible";
   /** Rule index (into `table.rules`) per (layer, query head), row-major; absent when infeasible. */
   headRules: Int32Array | undefined;
   /** `Σ_j weights[j] · loss[j]`. */
@@ -29,7 +39,8 @@ export interface MipSolution {
   stats: SolveStats;
 }
 
-export const DEFAULT_REL_GAP = 1e-6;
+export const DEFAULT_REL_GAP = 1e-4;
+export const DEFAULT_PROOF_SECONDS = 10;
 
 /** Solves one MIP (DESIGN.md: The optimisation) to a proven relative gap. */
 export async function solveMip(problem: MipProblem, options: MipOptions = {}): Promise<MipSolution> {
@@ -46,6 +57,7 @@ export async function solveMip(problem: MipProblem, options: MipOptions = {}): P
           ? Number.POSITIVE_INFINITY
           : performance.now() + options.timeLimitSeconds * 1000,
       compactOnly: options.compactOnly ?? false,
+      proofSeconds: options.proofSeconds ?? DEFAULT_PROOF_SECONDS,
     });
     return toSolution(session, result, problem.weights);
   } finally {
@@ -59,7 +71,7 @@ export function toSolution(
   weights: readonly number[],
 ): MipSolution {
   const st = session.st;
-  if (result.status === "infeasible" || result.assign === undefined || result.evaluation === undefined) {
+  if (result.assign === undefined || result.evaluation === undefined) {
     return {
       status: "infeasible",
       headRules: undefined,
@@ -80,7 +92,7 @@ export function toSolution(
   });
   const objective = loss.reduce((acc, l, j) => acc + weights[j]! * l, 0);
   return {
-    status: "optimal",
+    status: result.status === "feasible" ? "feasible" : "optimal",
     headRules: heads,
     objective,
     bound: Math.min(result.bound, objective),

@@ -195,7 +195,8 @@ export function pruneOptions(st: Structure, exact: readonly boolean[]): SlotOpti
     for (let s = 0; s < slots; s++) groups.push([s]);
   } else {
     const perLayer = slots / st.layers;
-    for (let l = 0; l < st.layers; l++) groups.push(Array.from({ length: perLayer }, (_, i) => l * perLayer + i));
+    for (let l = 0; l < st.layers; l++)
+      groups.push(Array.from({ length: perLayer }, (_, i) => l * perLayer + i));
   }
   const keep = new Uint8Array(slots * R);
   for (const members of groups) {
