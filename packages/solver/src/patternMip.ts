@@ -1,4 +1,3 @@
-const require = createRequire(import.meta.url);
 import type { Highs } from "highs";
 import type { CompactResult, SideBounds } from "./compact.js";
 import type { Pattern } from "./master.js";
