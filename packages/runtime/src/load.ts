@@ -137,7 +137,12 @@ function contextLimit(config: ModelConfig, maxLength: number | undefined): Conte
   return { length: maxLength, source: "loadModel", field: "maxLength" };
 }
 
-function loadNamedBackend(name: "cpu" | "cuda" | undefined): Backend {
+/**
+ * The backend `loadModel` uses for `backend: "cpu" | "cuda"` or none (CUDA when a GPU is there, else CPU), with
+ * load failures as MoaError E_BACKEND. For callers that must know the backend before loading a model, e.g. its
+ * KV cache dtype to size the cache (@moa/server); pass it on as `LoadOptions.backend`.
+ */
+export function loadNamedBackend(name: "cpu" | "cuda" | undefined): Backend {
   try {
     return loadBackend(name);
   } catch (error) {

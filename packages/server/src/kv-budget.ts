@@ -7,16 +7,39 @@
 import { MoaError, type ModelShape, type MoaPlan, planKvBytes } from "@moa/core";
 
 /**
- * Bytes of one cached K or V element in @moa/runtime's KvCache (it stores fp32). `serve()` checks the loaded
- * cache against this accounting and refuses to start if the two ever disagree.
+ * Bytes of one cached K or V element for each dtype a backend's KV cache may have (`Backend.kvCacheDtype`):
+ * the CPU backend caches f32, the CUDA backend bf16 (f32 with MOA_CUDA_KV_DTYPE=f32). Everything the server
+ * computes in bytes uses the element size of the cache it serves from; `serve()` checks the loaded cache
+ * against this accounting and refuses to start if the two ever disagree.
  */
-export const KV_CACHE_ELEMENT_BYTES = 4;
+export const KV_CACHE_DTYPE_BYTES: Readonly<Record<"f32" | "bf16", number>> = { f32: 4, bf16: 2 };
 
-/** Bytes of K and V one sequence of up to `maxLength` tokens holds, with a plan or dense. */
-export function sequenceKvBytes(shape: ModelShape, plan: MoaPlan | undefined, maxLength: number): number {
-  if (plan !== undefined) return planKvBytes(plan, maxLength, { bytesPerElement: KV_CACHE_ELEMENT_BYTES });
+/**
+ * Bytes of one element of an f32 KV cache (the CPU backend's). Sizing for a model that is served elsewhere takes
+ * that backend's element size instead ({@link KV_CACHE_DTYPE_BYTES}, `KvCache.elementBytes`).
+ */
+export const KV_CACHE_ELEMENT_BYTES = KV_CACHE_DTYPE_BYTES.f32;
+
+/**
+ * Bytes of K and V one sequence of up to `maxLength` tokens holds, with a plan or dense, in a cache of
+ * `elementBytes` per element (the loaded cache's `elementBytes`: 4 for f32, 2 for bf16).
+ */
+export function sequenceKvBytes(
+  shape: ModelShape,
+  plan: MoaPlan | undefined,
+  maxLength: number,
+  elementBytes: number,
+): number {
+  if (!Number.isSafeInteger(elementBytes) || elementBytes < 1) {
+    throw new MoaError(
+      "E_ARGUMENT",
+      `server: KV cache elementBytes = ${elementBytes}: must be a positive integer`,
+      { source: "server", field: "elementBytes" },
+    );
+  }
+  if (plan !== undefined) return planKvBytes(plan, maxLength, { bytesPerElement: elementBytes });
   // Dense: every layer and KV head caches all maxLength tokens, K and V.
-  return shape.layers * shape.kvHeads * maxLength * shape.headDim * 2 * KV_CACHE_ELEMENT_BYTES;
+  return shape.layers * shape.kvHeads * maxLength * shape.headDim * 2 * elementBytes;
 }
 
 export interface KvBudget {

@@ -5,8 +5,8 @@
 import { readFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import { MoaError, type MoaPlan, parsePlanText } from "@moa/core";
-import { loadModel, type Model, readModelConfig } from "@moa/runtime";
-import { type KvBudget, kvBudget, sequenceKvBytes } from "./kv-budget.js";
+import { loadModel, loadNamedBackend, type Model, readModelConfig } from "@moa/runtime";
+import { KV_CACHE_DTYPE_BYTES, type KvBudget, kvBudget, sequenceKvBytes } from "./kv-budget.js";
 import { MoaServer, type MoaServerOptions } from "./server.js";
 
 export const DEFAULT_HOST = "127.0.0.1";
@@ -18,8 +18,8 @@ export interface ServeOptions extends MoaServerOptions {
   readonly modelDir: string;
   /** A moa-plan (object, or path of its JSON file); omitted = dense attention and a dense cache. */
   readonly plan?: MoaPlan | string;
-  /** Backend to run on; default CUDA when a GPU is there, else CPU. */
-  readonly backend?: "cpu" | "cuda";
+  /** Backend to run on (by name, or one already loaded); default CUDA when a GPU is there, else CPU. */
+  readonly backend?: "cpu" | "cuda" | Model["backend"];
   /** Longest sequence (prompt + completion) served; default the model's context length. */
   readonly maxLength?: number;
   /** Most sequences decoded together (default 8). */
@@ -70,21 +70,25 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
       { source: "server", field: "maxLength" },
     );
   }
-  const sequenceBytes = sequenceKvBytes(config.shape(), plan, maxLength);
+  // The backend decides the cache's element type (f32 on the CPU, bf16 on CUDA), so it is chosen before the
+  // budget is turned into sequence slots; the weights are loaded only once the budget is known to fit.
+  const backend = typeof options.backend === "object" ? options.backend : loadNamedBackend(options.backend);
+  const elementBytes = KV_CACHE_DTYPE_BYTES[backend.kvCacheDtype];
+  const sequenceBytes = sequenceKvBytes(config.shape(), plan, maxLength, elementBytes);
   const budget = kvBudget(sequenceBytes, options.maxBatch ?? DEFAULT_MAX_BATCH, options.kvBudgetBytes);
   const model = await loadModel(options.modelDir, {
     maxLength,
     slots: budget.slots,
+    backend,
     ...(plan !== undefined ? { plan } : {}),
-    ...(options.backend !== undefined ? { backend: options.backend } : {}),
   });
   let server: MoaServer | undefined;
   try {
     // The admission accounting must be the cache's own: refuse to serve if they ever disagree.
-    if (model.cache.slotBytes() !== sequenceBytes) {
+    if (model.cache.elementBytes !== elementBytes || model.cache.slotBytes() !== sequenceBytes) {
       throw new MoaError(
         "E_ARGUMENT",
-        `server: the KV cache holds ${model.cache.slotBytes()} bytes per sequence but the plan accounting says ${sequenceBytes}; @moa/server and @moa/runtime versions do not match`,
+        `server: the KV cache holds ${model.cache.slotBytes()} bytes per sequence (${model.cache.elementBytes} per element) but the plan accounting says ${sequenceBytes} (${elementBytes} per element); @moa/server and @moa/runtime versions do not match`,
         { source: "server", field: "kvBudget" },
       );
     }

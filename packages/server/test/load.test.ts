@@ -88,7 +88,7 @@ beforeAll(async () => {
     }
   }
   const config = reference.config;
-  const sequenceBytes = sequenceKvBytes(config.shape(), plan, MAX_LENGTH);
+  const sequenceBytes = sequenceKvBytes(config.shape(), plan, MAX_LENGTH, reference.cache.elementBytes);
   // A budget that is not a multiple of one sequence: the server must round down to 16 slots.
   running = await startServer({
     plan,
