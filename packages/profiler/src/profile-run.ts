@@ -152,7 +152,9 @@ export async function profileModel(model: Model, options: ProfileOptions): Promi
     .update(JSON.stringify({ version: 1, fingerprint, settings }))
     .digest("hex");
   const saved =
-    options.stateDir === undefined ? new Map() : await openState(options.stateDir, { key, settings });
+    options.stateDir === undefined
+      ? new Map<number, LengthAccumulator>()
+      : await openState(options.stateDir, { key, settings });
 
   const total = lengths.length * samplesPerLength;
   const accumulators = new Map<number, LengthAccumulator>();
