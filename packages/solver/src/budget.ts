@@ -143,17 +143,6 @@ export class BudgetDp {
       );
     }
     if ((units + 1) * cells > MAX_CELLS) return undefined;
-    if (process.env.MOA_DEBUG)
-      console.error(
-        "budget cells",
-        cells,
-        "step",
-        step,
-        "units",
-        units,
-        "levels",
-        levels.reduce((a, l) => a + l.length, 0),
-      );
 
     // Forward: F_u[c] = least value of units < u using c steps above their minimum.
     const forward: Float32Array[] = [];

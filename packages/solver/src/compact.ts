@@ -253,15 +253,19 @@ export function solveCompact(
     return assign;
   };
   if (numCols === 0) {
-    // Everything is fixed: feasible iff the constants satisfy the rows (checked by the caller).
-    return {
-      status: "optimal",
-      assign: decode(undefined),
-      objective: offset,
-      bound: offset,
-      variables: 0,
-      rows: 0,
-    };
+    // Everything fixed: a plan iff every (constant) row holds.
+    let ok = true;
+    for (let i = 0; i < numRows; i++) ok &&= rows.lower[i]! <= 0 && rows.upper[i]! >= 0;
+    return ok
+      ? {
+          status: "optimal",
+          assign: decode(undefined),
+          objective: offset,
+          bound: offset,
+          variables: 0,
+          rows: 0,
+        }
+      : { status: "infeasible", assign: undefined, objective: INF, bound: INF, variables: 0, rows: 0 };
   }
   const model = highs.createModel({
     numCols,
@@ -295,7 +299,8 @@ export function solveCompact(
     const { modelStatus } = model.run();
     const codes = highs.constants.modelStatus;
     const hasSolution = Number(model.info.get("primal_solution_status")) === 2;
-    if (modelStatus === codes.infeasible) {
+    // Binaries cannot be unbounded: "infeasible or unbounded" from presolve means infeasible.
+    if (modelStatus === codes.infeasible || modelStatus === codes.unboundedOrInfeasible) {
       return {
         status: "infeasible",
         assign: undefined,

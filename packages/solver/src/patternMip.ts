@@ -15,7 +15,13 @@ export function solvePatternMip(
   st: Structure,
   unitPatterns: readonly (readonly Pattern[])[],
   bounds: SideBounds,
-  options: { relGap: number; timeLimit: number; start?: Int32Array | undefined },
+  options: {
+    relGap: number;
+    timeLimit: number;
+    start?: Int32Array | undefined;
+    /** Units whose choice is integral; the others are relaxed to their convex hull (default: all). */
+    integerUnits?: Uint8Array | undefined;
+  },
 ): CompactResult {
   const { K, m, units, slotsPerUnit: spu, kvLengths } = st;
   const INF = Number.POSITIVE_INFINITY;
@@ -46,7 +52,13 @@ export function solvePatternMip(
   }
   const nPatterns = columns.length;
   if (nPatterns === 0) {
-    return { status: "optimal", assign, objective: offset, bound: offset, variables: 0, rows: 0 };
+    // Everything fixed: a plan iff the constants satisfy the rows.
+    let ok = true;
+    for (let k = 0; k < K; k++) ok &&= kvConst[k]! >= bounds.kvLower[k]! && kvConst[k]! <= bounds.kvUpper[k]!;
+    for (let j = 0; j < m; j++) ok &&= lossConst[j]! <= bounds.lossUpper[j]!;
+    return ok
+      ? { status: "optimal", assign, objective: offset, bound: offset, variables: 0, rows: 0 }
+      : { status: "infeasible", assign: undefined, objective: INF, bound: INF, variables: 0, rows: 0 };
   }
   const perLayer = units / st.layers;
   const layerOf = (u: number) => Math.floor(u / perLayer);
@@ -163,6 +175,16 @@ export function solvePatternMip(
     for (let j = 0; j < m; j++) colCost[i]! += bounds.weights[j]! * p.nloss[j]!;
   });
   const numRows = rowLower.length;
+  const integrality = new Int32Array(numCols).fill(1);
+  let integers = numCols - nPatterns;
+  if (options.integerUnits !== undefined) {
+    columns.forEach((p, i) => {
+      integrality[i] = options.integerUnits![p.unit]!;
+      integers += integrality[i]!;
+    });
+  } else {
+    integers = numCols;
+  }
   const model = highs.createModel({
     numCols,
     numRows,
@@ -180,7 +202,7 @@ export function solvePatternMip(
       indices: Int32Array.from(index),
       values: Float64Array.from(value),
     },
-    integrality: new Int32Array(numCols).fill(1),
+    integrality,
   });
   try {
     model.options.set({
@@ -217,36 +239,19 @@ export function solvePatternMip(
       }
       if (complete) model.setSolution({ colValue: x });
     }
-    const started = performance.now();
     const { modelStatus } = model.run();
-    if (process.env.MOA_DEBUG)
-      console.error(
-        "patternMip",
-        numCols,
-        numRows,
-        "status",
-        modelStatus,
-        "nodes",
-        model.info.get("mip_node_count"),
-        "ms",
-        (performance.now() - started).toFixed(0),
-        "gap",
-        model.info.get("mip_gap"),
-      );
     const codes = highs.constants.modelStatus;
-    if (modelStatus === codes.infeasible) {
-      return {
-        status: "infeasible",
-        assign: undefined,
-        objective: INF,
-        bound: INF,
-        variables: numCols,
-        rows: numRows,
-      };
+    const sizes = { variables: integers, rows: numRows };
+    // Binaries cannot be unbounded: "infeasible or unbounded" from presolve means infeasible.
+    if (modelStatus === codes.infeasible || modelStatus === codes.unboundedOrInfeasible) {
+      return { status: "infeasible", assign: undefined, objective: INF, bound: INF, ...sizes };
     }
-    const bound = Number(model.info.get("mip_dual_bound"));
+    // An LP (nothing integral) has no MIP bound: at optimality its value is the bound.
+    const optimal = modelStatus === codes.optimal;
+    const bound =
+      integers > 0 ? Number(model.info.get("mip_dual_bound")) : optimal ? model.getObjectiveValue() : -INF;
     if (Number(model.info.get("primal_solution_status")) !== 2) {
-      return { status: "limit", assign: undefined, objective: INF, bound, variables: numCols, rows: numRows };
+      return { status: "limit", assign: undefined, objective: INF, bound, ...sizes };
     }
     const x = model.getSolution().colValue;
     c = 0;
@@ -258,12 +263,11 @@ export function solvePatternMip(
       c += list.length;
     }
     return {
-      status: modelStatus === codes.optimal ? "optimal" : "limit",
+      status: optimal ? "optimal" : "limit",
       assign,
       objective: model.getObjectiveValue(),
-      bound,
-      variables: numCols,
-      rows: numRows,
+      bound: Number.isNaN(bound) ? -INF : bound,
+      ...sizes,
     };
   } finally {
     model.dispose();

@@ -221,9 +221,10 @@ export class MipSession {
       const z = this.objectiveOf(e, bounds.weights);
       if (feasible(e, false) && (best === undefined || z < best.z)) best = { assign: a, e, z };
     }
+    // Without any plan yet, finding one matters more than the proof budget: use the deadline.
     const res = solveCompact(this.highs, this.st, this.opts, bounds, {
       relGap: options.relGap,
-      timeLimit: this.mipTime(options),
+      timeLimit: best === undefined ? this.remaining(options.deadline) : this.mipTime(options),
       start: best?.assign,
     });
     stats.mipVariables = res.variables;
@@ -259,6 +260,12 @@ export class MipSession {
     }
     if (res.status === "limit" && performance.now() >= options.deadline) timeout(options.deadline);
     if (best === undefined) {
+      if (res.status === "limit") {
+        throw new MoaError(
+          "E_SOLVER",
+          "HiGHS stopped before finding any plan and without proving infeasibility",
+        );
+      }
       return {
         status: "infeasible",
         assign: undefined,
@@ -526,26 +533,6 @@ export class MipSession {
         }
         bestBound = Math.max(bestBound, dp.bound + dpConstant);
         consider(dp.assign);
-        if (process.env.MOA_DEBUG)
-          console.error(
-            "y",
-            Array.from(bestY)
-              .map((v, i) =>
-                (i < K ? (Math.abs(v) * st.tokenStep[i]!) / st.kvLengths[i]! : v).toExponential(2),
-              )
-              .join(" "),
-            "L",
-            bestBound,
-          );
-        if (process.env.MOA_DEBUG)
-          console.error(
-            "budget dp row",
-            st.kvLengths[budgetRow],
-            "bound",
-            dp.bound + dpConstant,
-            "best",
-            best?.z,
-          );
       }
     }
     if (within()) return done("budget-dp");
@@ -556,23 +543,11 @@ export class MipSession {
     );
     const rmip = solvePatternMip(this.highs, st, masterPatterns, bounds, {
       relGap: options.relGap,
-      timeLimit: this.mipTime(options),
+      timeLimit: Math.max(0.05, this.mipTime(options) / 3),
       start: best?.assign,
     });
     stats.mipVariables = rmip.variables;
     if (rmip.assign !== undefined) consider(rmip.assign);
-    if (process.env.MOA_DEBUG)
-      console.error(
-        "L*",
-        bestBound,
-        "rmip",
-        rmip.status,
-        rmip.objective,
-        "best",
-        best?.z,
-        "rounds",
-        stats.rounds,
-      );
     if (within()) return done("master-mip");
 
     // Reduced-cost fixing. For any solution x, z(x) ≥ L + Σ_u δ_u(x), where L is the
@@ -640,15 +615,6 @@ export class MipSession {
           setCosts(bestY, bounds.weights);
           for (let u = 0; u < units; u++) collect(u, undefined, bestBound + limit - lagrangianBound);
         }
-        if (process.env.MOA_DEBUG)
-          console.error(
-            "core units free",
-            core.filter((l) => l.length > 1).length,
-            "of",
-            units,
-            "room",
-            room,
-          );
         if (room >= 0) {
           res = solvePatternMip(this.highs, st, core, bounds, {
             relGap: options.relGap,
@@ -668,16 +634,19 @@ export class MipSession {
         });
       }
       stats.mipVariables = res.variables;
-      if (process.env.MOA_DEBUG)
-        console.error("core", span, whole, res.status, res.objective, res.bound, res.variables);
       // Solutions outside the core are worth at least bestBound + span.
       const outside = whole ? Number.POSITIVE_INFINITY : bestBound + span;
+      // No plan at all yet and the MIP stopped early: the compact MIP gets the whole deadline.
+      if (best === undefined && res.assign === undefined && res.status === "limit") return undefined;
       const result = this.finish(res, best, bestBound, bounds, feasible, stats, options, outside);
+      const spent = performance.now() >= this.proofDeadline;
       if (result.status === "infeasible") {
         if (whole) return result;
+        if (spent) return undefined;
         span *= 10;
         continue;
       }
+      if (spent) return result;
       // Done: proven, or everything was in the core, or the proof budget ran out.
       if (result.gap <= options.relGap || whole || res.status === "limit") return result;
       best = { assign: result.assign!, e: result.evaluation!, z: result.objective };
