@@ -48,7 +48,7 @@ export interface KvBudget {
   /** Sequence length the budget must hold, each of `batch` sequences. */
   maxLength: number;
   batch: number;
-  /** Bytes per cached K or V element (@moa/runtime caches float32: 4). */
+  /** Bytes per cached K or V element: 4 for an f32 cache (the CPU backend), 2 for bf16 (the CUDA backend). */
   bytesPerElement: number;
 }
 

@@ -10,7 +10,8 @@ import {
   validationWarning,
   writeProfileWithExtras,
 } from "@moa/profiler";
-import { KV_CACHE_ELEMENT_BYTES, parseByteSize } from "@moa/server";
+import { loadNamedBackend } from "@moa/runtime";
+import { KV_CACHE_DTYPE_BYTES, parseByteSize } from "@moa/server";
 import type { GqaMode } from "@moa/solver";
 import { booleanFlag, expectPositionals, numberFlag, type ParsedArgs, stringFlag } from "../args.js";
 import type { Command } from "../command.js";
@@ -80,6 +81,10 @@ export const compressCommand: Command = {
     ],
     ["--max-length <N>", "sequence length the KV budget must hold (default: the model's context)"],
     ["--batch <N>", "sequences the KV budget must hold at once (default 1)"],
+    [
+      "--kv-dtype <dtype>",
+      "f32 or bf16: the KV cache the budget is for (default: this machine's backend's, CPU f32, CUDA bf16)",
+    ],
     ...CALIBRATION_FLAGS,
     [
       "--profile <file>",
@@ -117,6 +122,7 @@ export const compressCommand: Command = {
     "kv-budget": { type: "string" },
     "max-length": { type: "string" },
     batch: { type: "string" },
+    "kv-dtype": { type: "string" },
     ...CALIBRATION_OPTIONS,
     profile: { type: "string" },
     "validation-length": { type: "string" },
@@ -141,11 +147,15 @@ export const compressCommand: Command = {
     if ((density === undefined) === (budgetText === undefined)) {
       throw usageError(`moa ${c}: give --density <d> or --kv-budget <bytes> (one of them)`);
     }
-    if (
-      budgetText === undefined &&
-      (stringFlag(argv, "max-length") ?? stringFlag(argv, "batch")) !== undefined
-    ) {
-      throw usageError(`moa ${c}: --max-length and --batch size a --kv-budget; pass one`);
+    const budgetFlags = ["max-length", "batch", "kv-dtype"].filter(
+      (name) => stringFlag(argv, name) !== undefined,
+    );
+    if (budgetText === undefined && budgetFlags.length > 0) {
+      throw usageError(`moa ${c}: --${budgetFlags[0]} sizes a --kv-budget; pass one`);
+    }
+    const kvDtype = stringFlag(argv, "kv-dtype");
+    if (kvDtype !== undefined && kvDtype !== "f32" && kvDtype !== "bf16") {
+      throw usageError(`moa ${c}: --kv-dtype ${JSON.stringify(kvDtype)}: expected f32 or bf16`);
     }
     const format = stringFlag(argv, "report") ?? "md";
     if (format !== "md" && format !== "html") {
@@ -194,7 +204,11 @@ export const compressCommand: Command = {
         numberFlag(c, argv, "max-length", { integer: true, min: 1, max: config.contextLength }) ??
         config.contextLength;
       const batch = numberFlag(c, argv, "batch", { integer: true, min: 1 }) ?? 1;
-      kvBudget = { bytes, maxLength, batch, bytesPerElement: KV_CACHE_ELEMENT_BYTES };
+      // The budget is bytes of the cache `moa serve` would allocate: its element size is the backend's.
+      const dtype =
+        (kvDtype as "f32" | "bf16" | undefined) ??
+        userFacing(() => loadNamedBackend(settings.backend).kvCacheDtype);
+      kvBudget = { bytes, maxLength, batch, bytesPerElement: KV_CACHE_DTYPE_BYTES[dtype] };
     }
     let given: Parameters<typeof compressModel>[1]["profile"];
     if (profilePath !== undefined) {

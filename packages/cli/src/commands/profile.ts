@@ -13,7 +13,7 @@ import {
   userCalibration,
   writeProfileWithExtras,
 } from "@moa/profiler";
-import { type LoadOptions, loadModel, readModelConfig } from "@moa/runtime";
+import { loadModel, readModelConfig } from "@moa/runtime";
 import {
   booleanFlag,
   expectPositionals,
@@ -65,7 +65,7 @@ export interface CalibrationSettings {
   answerTokens: number | undefined;
   seed: string;
   chat: ChatMode | undefined;
-  backend: LoadOptions["backend"] | undefined;
+  backend: "cpu" | "cuda" | undefined;
   source: CalibrationSource;
 }
 
@@ -94,7 +94,7 @@ export async function calibrationSettings(command: string, args: ParsedArgs): Pr
     answerTokens: numberFlag(command, args, "answer-tokens", { integer: true, min: 1 }),
     seed,
     chat: chat as ChatMode | undefined,
-    backend: backend as LoadOptions["backend"] | undefined,
+    backend: backend as "cpu" | "cuda" | undefined,
     source,
   };
 }
