@@ -8,11 +8,17 @@ const apiSidebar: DefaultTheme.SidebarItem[] = existsSync(apiSidebarFile)
   ? JSON.parse(readFileSync(apiSidebarFile, "utf8"))
   : [];
 
+// The guide's pages, in reading order: the sidebar and the nav's Guide menu.
+const guidePages = [
+  { text: "Getting started", link: "/guide/getting-started" },
+  { text: "Compress a model", link: "/guide/compress" },
+  { text: "Evaluate a plan", link: "/guide/evaluate" },
+  { text: "Serve a model", link: "/guide/serve" },
+  { text: "GPU (CUDA)", link: "/guide/gpu" },
+];
+
 const guide: DefaultTheme.SidebarItem[] = [
-  {
-    text: "Guide",
-    items: [{ text: "Getting started", link: "/guide/getting-started" }],
-  },
+  { text: "Guide", items: guidePages },
   {
     text: "Concepts",
     items: [
@@ -56,7 +62,11 @@ export default defineConfig({
   },
   themeConfig: {
     nav: [
-      { text: "Guide", link: "/guide/getting-started", activeMatch: "^/guide/" },
+      {
+        text: "Guide",
+        activeMatch: "^/guide/",
+        items: guidePages,
+      },
       { text: "Concepts", link: "/concepts/elastic-rules", activeMatch: "^/concepts/" },
       { text: "Reference", link: "/reference/cli", activeMatch: "^/reference/" },
       { text: "API", link: "/api/", activeMatch: "^/api/" },
