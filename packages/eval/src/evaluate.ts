@@ -1,15 +1,17 @@
 /**
  * `evaluate()`: retrieval accuracy (LongEval lines, passkey) and perplexity of a checkpoint under several
  * attention methods at the same KV density — dense, a MoA plan, the StreamingLLM-style uniform plan and H2O —
- * at several input lengths. Every method sees the same prompts and the same text.
+ * at several input lengths. Every method sees the same prompts and the same text. The uniform baseline keeps the
+ * sink and the widest whole-block window whose KV density is at most the target at each length (uniform.ts).
  */
 import {
   assertPlanMatchesModel,
+  type ElasticRule,
   MoaError,
   type ModelShape,
   type MoaPlan,
   planKvDensity,
-  uniformPlan,
+  ruleKey,
 } from "@moa/core";
 import { generateBatch, type Model, type ModelConfig, loadModel, readModelConfig } from "@moa/runtime";
 import { type H2oBudget, H2oModel, h2oBudget, h2oGenerate } from "./h2o.js";
@@ -17,6 +19,7 @@ import { heldoutText, negativeLogLikelihood, perplexityWindows } from "./perplex
 import { type RetrievalPrompt, type RetrievalTask, retrievalPrompt } from "./prompts.js";
 import { promptSeed } from "./random.js";
 import { isCorrect, parseAnswer } from "./score.js";
+import { uniformBaselinePlan, uniformRule } from "./uniform.js";
 
 export const TASKS = ["lines", "passkey", "ppl"] as const;
 export type EvalTask = (typeof TASKS)[number];
@@ -459,13 +462,25 @@ export async function evaluate(options: EvalOptions): Promise<EvalReport> {
           model.dispose();
         }
       } else if (method === "uniform") {
-        // One uniform plan per distinct target density (a plan's KV density can differ between lengths).
-        const byDensity = new Map<number, number[]>();
-        for (const n of lengths)
-          byDensity.set(targetDensity(n), [...(byDensity.get(targetDensity(n)) ?? []), n]);
-        for (const [d, group] of byDensity) {
-          const plan = uniformPlan(shape, d, group);
-          progress(`uniform: loading ${options.modelDir} with sink + span ${d.toFixed(4)}·n`);
+        // Each length gets the widest window whose KV density is at most the target there; lengths that get the
+        // same window share one plan and one model.
+        const byRule = new Map<string, { rule: ElasticRule; group: number[] }>();
+        for (const n of lengths) {
+          const rule = uniformRule(targetDensity(n), n);
+          const entry = byRule.get(ruleKey(rule)) ?? { rule, group: [] };
+          entry.group.push(n);
+          byRule.set(ruleKey(rule), entry);
+        }
+        for (const { rule, group } of byRule.values()) {
+          const plan = uniformBaselinePlan(shape, rule, group, {
+            targetKvDensity: Object.fromEntries(group.map((n) => [String(n), targetDensity(n)])),
+          });
+          const densities = group.map(
+            (n) => `${planKvDensity(plan, n).toFixed(4)} @${n} (target ${targetDensity(n).toFixed(4)})`,
+          );
+          progress(
+            `uniform: loading ${options.modelDir} with sink + window ${rule.alpha}: KV density ${densities.join(", ")}`,
+          );
           const model = await load(plan, group[group.length - 1]!);
           try {
             for (const n of group) await runLength(method, n, runtimeRunner(model, planKvDensity(plan, n)));

@@ -6,4 +6,5 @@ export * from "./prompts.js";
 export * from "./random.js";
 export * from "./score.js";
 export * from "./svg-plot.js";
+export * from "./uniform.js";
 export { KEY_WORDS } from "./words.js";

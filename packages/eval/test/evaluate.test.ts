@@ -1,4 +1,4 @@
-import { type ModelShape, makePlan, planKvDensity, uniformPlan } from "@moa/core";
+import { kvDensity, type ModelShape, makePlan, planKvDensity, uniformPlan } from "@moa/core";
 import { describe, expect, it } from "vitest";
 import { evaluate, H2O_VARIANT, h2oBudget, reportPlots } from "../src/index.js";
 import { MOA_NANO } from "./fixtures.js";
@@ -16,29 +16,60 @@ function mixedPlan(lengths: number[]) {
 }
 
 describe("evaluate", () => {
-  it("runs the baselines at the plan's KV density per length; uniform's density is core's", async () => {
+  it("runs the baselines at the plan's KV density per length; uniform's is at most it, within one block", async () => {
     const plan = mixedPlan([256, 512]);
     expect(planKvDensity(plan, 256)).not.toBeCloseTo(planKvDensity(plan, 512), 3);
     const report = await evaluate({
       modelDir: MOA_NANO,
       plan,
-      lengths: [512, 256],
+      lengths: [512, 256, 384],
       tasks: ["ppl"],
       methods: ["uniform", "h2o"],
       backend: "cpu",
     });
-    expect(report.settings.lengths).toEqual([256, 512]);
-    for (const n of [256, 512]) {
+    expect(report.settings.lengths).toEqual([256, 384, 512]);
+    for (const n of [256, 384, 512]) {
       const d = planKvDensity(plan, n);
       expect(report.density?.[String(n)]).toBe(d);
       const uniform = report.results.find((r) => r.method === "uniform" && r.length === n)!;
-      expect(uniform.kvDensity).toBe(planKvDensity(uniformPlan(NANO, d, [n]), n));
+      // Never more KV than the plan it is compared with, and not a whole block less.
+      expect(uniform.kvDensity).toBeLessThanOrEqual(d);
+      expect(uniform.kvDensity).toBeGreaterThan(d - 64 / n);
+      // The table shows the density the uniform model really has: sink + a whole-block window, as core counts it.
+      const window = uniform.kvDensity * n - 64;
+      expect(window % 64).toBe(0);
+      expect(uniform.kvDensity).toBe(kvDensity({ alpha: window, beta: 0 }, n));
       const h2o = report.results.find((r) => r.method === "h2o" && r.length === n)!;
       expect(h2o.kvDensity).toBe(h2oBudget(d, n).budget / n);
       expect(h2o.perplexity).toBeGreaterThan(1);
       expect(h2o.predicted).toBe(uniform.predicted);
     }
+    // At n = 512 the plan's density is 0.5, where core's sink + span d·n would cache 0.625 of the tokens.
+    expect(planKvDensity(plan, 512)).toBe(0.5);
+    expect(planKvDensity(uniformPlan(NANO, 0.5, [512]), 512)).toBe(0.625);
+    expect(report.results.find((r) => r.method === "uniform" && r.length === 512)!.kvDensity).toBe(0.5);
     expect(report.h2o).toBe(H2O_VARIANT);
+  });
+
+  it("keeps a given density's uniform baseline at or below it at every length", async () => {
+    const density = 0.3;
+    const lengths = [256, 448, 640];
+    const report = await evaluate({
+      modelDir: MOA_NANO,
+      density,
+      lengths,
+      tasks: ["ppl"],
+      methods: ["uniform"],
+      backend: "cpu",
+    });
+    // 0.3 · 256 = 76.8 tokens: below the sink and one block (128), the least a rule caches; the others fit.
+    const got = lengths.map((n) => report.results.find((r) => r.length === n)!.kvDensity);
+    expect(got).toEqual([128 / 256, 128 / 448, 192 / 640]);
+    for (const [i, n] of lengths.entries()) {
+      if (n === 256) continue;
+      expect(got[i]).toBeLessThanOrEqual(density);
+      expect(got[i]).toBeGreaterThan(density - 64 / n);
+    }
   });
 
   it("gives every method the same prompts and records every answer", async () => {
