@@ -1,3 +1,4 @@
+import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { type ModelShape, type MoaProfile, readProfile, serializePlan } from "@moa/core";
 import { type GqaMode, optimizePlans, type ParetoResult } from "@moa/solver";
@@ -72,6 +73,7 @@ export const optimizeCommand: Command = {
     const timeLimitSeconds = numberFlag(c, argv, "time-limit", { min: 0, exclusiveMin: true });
     const outDir = stringFlag(argv, "out") ?? "moa-plans";
 
+    if (!booleanFlag(argv, "force")) await refuseExistingPlans(outDir);
     const bytes = await readInputFile(profilePath);
     const parsed = userFacing(() => readProfile(bytes, profilePath));
     const shape = await resolveShape(c, argv, parsed, io);
@@ -194,4 +196,20 @@ async function resolveShape(
     headDim: headDim ?? 128,
   };
   return shape;
+}
+
+/** Fails before any solving when --out already holds plans, so a long run never ends in a refused write. */
+async function refuseExistingPlans(outDir: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(outDir);
+  } catch {
+    return;
+  }
+  const existing = names.find((name) => name === "summary.json" || /^plan-\d+\.json$/.test(name));
+  if (existing !== undefined) {
+    throw new CliError(
+      `${join(outDir, existing)} already exists; pass --force to overwrite it or choose another --out`,
+    );
+  }
 }
