@@ -12,3 +12,5 @@ export {
   type ParetoStats,
   type ProgressEvent,
 } from "./pareto.js";
+export { solveInWorker } from "./inWorker.js";
+export { type GreedyPlan, greedyPlan } from "./greedy.js";
