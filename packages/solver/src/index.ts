@@ -1,7 +1,13 @@
 export { highsVersion } from "./highs.js";
 export type { GqaMode, MipProblem, MipStructure, MipTargets } from "./problem.js";
 export type { SolveStats } from "./session.js";
-export { DEFAULT_REL_GAP, type MipOptions, type MipSolution, solveMip } from "./solve.js";
+export {
+  DEFAULT_PROOF_SECONDS,
+  DEFAULT_REL_GAP,
+  type MipOptions,
+  type MipSolution,
+  solveMip,
+} from "./solve.js";
 export { buildRuleTable, type RuleTable, type RuleTableOptions } from "./table.js";
 export {
   densityRange,

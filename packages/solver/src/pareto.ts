@@ -29,13 +29,13 @@ export interface OptimizeOptions {
   maxRulesPerLayer?: number;
   /** GQA planning (default `per-query-head`); see {@link GqaMode}. */
   gqa?: GqaMode;
-  /** Epsilon values per secondary length in the Pareto grid (default 3): up to `paretoPoints^(m−1)` grid solves. */
+  /** Epsilon values per secondary length in the Pareto grid (default 2): up to `paretoPoints^(m−1)` grid solves. */
   paretoPoints?: number;
   /** Candidate rules (default `candidateGrid({ lengths, extend })`); rules with `S(extend) > extend` make no sense. */
   grid?: ElasticRule[];
   /** Relative optimality gap each solve proves (default 1e-4). */
   relGap?: number;
-  /** HiGHS seconds per solve for proving `relGap` (default 10); past it a point keeps the gap it reached. */
+  /** HiGHS seconds per solve for proving `relGap` (default 5); past it a point keeps the gap it reached. */
   proofSeconds?: number;
   /** Wall-clock limit for the whole front; past it `optimizePlans` throws `E_TIMEOUT`. */
   timeLimitSeconds?: number;
@@ -100,7 +100,7 @@ export interface ParetoResult {
 /** Augmentation weight of the secondary losses (AUGMECON): keeps every point Pareto-optimal. */
 const AUGMENT = 1e-3;
 const DEFAULT_LOWER_RATIO = 0.9;
-const DEFAULT_PARETO_POINTS = 3;
+const DEFAULT_PARETO_POINTS = 2;
 
 function argument(message: string, field: string): never {
   throw new MoaError("E_ARGUMENT", `optimizePlans: ${message}`, { field });

@@ -156,48 +156,6 @@ export class UnitPricer {
   }
 
   /**
-   * Every choice of unit `u` whose value is within `slack` of the unit's optimum, by
-   * depth-first search pruned with the backward table (a partial choice continues only if
-   * its best completion stays within the slack). Calls `emit(rules, value)` for each, in a
-   * fixed order; stops and returns false once more than `limit` were found.
-   */
-  enumerate(
-    u: number,
-    opts: SlotOptions,
-    slotCost: Float64Array,
-    capCost: Float64Array,
-    slack: number,
-    limit: number,
-    emit: (rules: Int32Array, value: number) => void,
-  ): boolean {
-    const { C, join, spu, back } = this;
-    const R = this.st.R;
-    const optimum = this.backward(u, opts, slotCost, capCost);
-    const threshold = optimum + slack;
-    const rules = new Int32Array(spu);
-    let count = 0;
-    const visit = (i: number, state: number, acc: number): boolean => {
-      if (i === spu) {
-        if (++count > limit) return false;
-        emit(rules, acc + capCost[state]!);
-        return true;
-      }
-      const s = u * spu + i;
-      for (let o = opts.start[s]!; o < opts.start[s + 1]!; o++) {
-        const r = opts.rule[o]!;
-        const next = join[state * R + r]!;
-        const cost = acc + slotCost[s * R + r]!;
-        if (cost + back[(i + 1) * C + next]! <= threshold) {
-          rules[i] = r;
-          if (!visit(i + 1, next, cost)) return false;
-        }
-      }
-      return true;
-    };
-    return visit(0, 0, 0);
-  }
-
-  /**
    * The core of unit `u`: its choices whose reduced value (`slotCost`, `capCost`) is within
    * `slack` of the unit's optimum, minus dominated ones. Choices ending in the same cap use
    * the same KV budget, so among them only the Pareto-minimal ones in (objective,

@@ -4,6 +4,7 @@ import { BudgetDp } from "./budget.js";
 import { type CompactResult, type SideBounds, solveCompact } from "./compact.js";
 import { Master, makePattern, type Pattern } from "./master.js";
 import { solvePatternMip } from "./patternMip.js";
+import { repairPatterns } from "./repair.js";
 import { UnitPricer } from "./pricing.js";
 import type { MipTargets } from "./problem.js";
 import {
@@ -470,14 +471,29 @@ export class MipSession {
         best = { assign: Int32Array.from(assign), e, z };
     };
     for (const a of this.pool) consider(a);
+    // Candidates per unit for the repair heuristic: the master's columns.
+    const candidates: Pattern[][] = master.unitColumns.map((cols) =>
+      cols.map((c) => master.patterns[c - master.firstPattern]!),
+    );
+    const repairFrom = (start: Int32Array) => {
+      const picked = repairPatterns(st, candidates, start, bounds);
+      if (picked === undefined) return;
+      const assign = new Int32Array(slots);
+      for (let u = 0; u < units; u++) assign.set(candidates[u]![picked[u]!]!.rules, u * spu);
+      consider(assign);
+    };
     if (lastX !== undefined) {
       const rounded = new Int32Array(slots);
+      const start = new Int32Array(units);
       for (let u = 0; u < units; u++) {
-        let pick = -1;
-        for (const c of master.unitColumns[u]!) if (pick < 0 || lastX[c]! > lastX[pick]!) pick = c;
-        rounded.set(master.patterns[pick - master.firstPattern]!.rules, u * spu);
+        const cols = master.unitColumns[u]!;
+        let pick = 0;
+        for (let i = 1; i < cols.length; i++) if (lastX[cols[i]!]! > lastX[cols[pick]!]!) pick = i;
+        start[u] = pick;
+        rounded.set(candidates[u]![pick]!.rules, u * spu);
       }
       consider(rounded);
+      repairFrom(start);
     }
     const within = (): boolean =>
       best !== undefined && best.z - bestBound <= options.relGap * Math.max(Math.abs(best.z), 1e-12);
@@ -533,6 +549,14 @@ export class MipSession {
         }
         bestBound = Math.max(bestBound, dp.bound + dpConstant);
         consider(dp.assign);
+        // The DP's plan meets its row exactly; repair the others from there.
+        const start = new Int32Array(units);
+        for (let u = 0; u < units; u++) {
+          const p = makePattern(st, u, dp.assign.subarray(u * spu, (u + 1) * spu));
+          start[u] = candidates[u]!.length;
+          candidates[u]!.push(p);
+        }
+        repairFrom(start);
       }
     }
     if (within()) return done("budget-dp");

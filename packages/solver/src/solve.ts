@@ -1,3 +1,4 @@
+import { MoaError } from "@moa/core";
 import { highsRuntime } from "./highs.js";
 import { checkStructure, checkTargets, type MipProblem } from "./problem.js";
 import { MipSession, type SolveStats } from "./session.js";
@@ -9,7 +10,7 @@ export interface MipOptions {
   /** Wall-clock limit in seconds; past it the solve throws `MoaError` `E_TIMEOUT`. */
   timeLimitSeconds?: number;
   /**
-   * Seconds HiGHS may spend on the MIPs of one solve (default 10). The LP bound of these
+   * Seconds HiGHS may spend on the MIPs of one solve (default 5). The LP bound of these
    * problems is usually within 1e-4 of the optimum and the MIPs are then instant; when it
    * is not, the best plan found so far is returned with the gap proven (`status: "feasible"`).
    */
@@ -40,7 +41,7 @@ export interface MipSolution {
 }
 
 export const DEFAULT_REL_GAP = 1e-4;
-export const DEFAULT_PROOF_SECONDS = 10;
+export const DEFAULT_PROOF_SECONDS = 5;
 
 /** Solves one MIP (DESIGN.md: The optimisation) to a proven relative gap. */
 export async function solveMip(problem: MipProblem, options: MipOptions = {}): Promise<MipSolution> {
@@ -48,9 +49,13 @@ export async function solveMip(problem: MipProblem, options: MipOptions = {}): P
   checkTargets(problem.table, problem);
   const highs = await highsRuntime();
   const st = buildStructure(problem);
+  // HiGHS' tolerances are absolute: solve with the objective scaled to about 1 (its worst case over all
+  // plans), so weights of any magnitude give the same plan, then report the bound in the caller's units.
+  const scale = objectiveScale(problem);
+  const scaled: MipProblem = { ...problem, weights: problem.weights.map((w) => w / scale) };
   const session = new MipSession(highs, st);
   try {
-    const result = session.solve(problem, {
+    const result = session.solve(scaled, {
       relGap: options.relGap ?? DEFAULT_REL_GAP,
       deadline:
         options.timeLimitSeconds === undefined
@@ -59,10 +64,32 @@ export async function solveMip(problem: MipProblem, options: MipOptions = {}): P
       compactOnly: options.compactOnly ?? false,
       proofSeconds: options.proofSeconds ?? DEFAULT_PROOF_SECONDS,
     });
-    return toSolution(session, result, problem.weights);
+    return toSolution(session, { ...result, bound: result.bound * scale }, problem.weights);
+  } catch (error) {
+    if (error instanceof MoaError) throw error;
+    throw new MoaError("E_SOLVER", `solveMip: HiGHS failed: ${(error as Error).message ?? String(error)}`, {
+      field: "highs",
+    });
   } finally {
     session.dispose();
   }
+}
+
+/** Σ_j weights[j] · Σ_heads max_r loss(h, r, n_j): the objective of the worst plan, 1 when that is 0. */
+function objectiveScale(problem: MipProblem): number {
+  const { table, weights } = problem;
+  const rules = table.rules.length;
+  let scale = 0;
+  table.loss.forEach((loss, j) => {
+    let worst = 0;
+    for (let h = 0; h * rules < loss.length; h++) {
+      let max = 0;
+      for (let r = 0; r < rules; r++) max = Math.max(max, loss[h * rules + r]!);
+      worst += max;
+    }
+    scale += weights[j]! * worst;
+  });
+  return scale > 0 && Number.isFinite(scale) ? scale : 1;
 }
 
 export function toSolution(
