@@ -15,8 +15,8 @@ export interface GreedyPlan {
 /**
  * A baseline to measure the MIP against: start every head at its least-loss rule, then
  * repeatedly make the single change (one head, or one KV head's shared rule, to another
- * rule) that gives up the least objective per token saved at the lengths still over
- * budget, until every KV-density upper bound holds. GQA groups pay for their widest head,
+ * rule, widening no length) that gives up the least objective per token saved at the lengths
+ * still over budget, until every KV-density upper bound holds or no such move is left. GQA groups pay for their widest head,
  * exactly as in the MIP. Deterministic; ignores lower bounds, loss bounds and
  * `maxRulesPerLayer` (and says so in `feasible`).
  */
@@ -63,11 +63,16 @@ export function greedyPlan(problem: MipProblem): GreedyPlan {
       const s = u * spu + i;
       for (let r = 0; r < R; r++) {
         if (r === assign[s]) continue;
+        // Only moves that widen no length: the summed caps then fall strictly, so the loop ends
+        // (moves trading one length for another could cycle).
         let saved = 0;
+        let widens = false;
         for (let k = 0; k < K; k++) {
-          if (over[k]) saved += (caps[u * K + k]! - capOf(u, k, s, r)) / kvLengths[k]!;
+          const delta = caps[u * K + k]! - capOf(u, k, s, r);
+          if (delta < 0) widens = true;
+          if (over[k]) saved += delta / kvLengths[k]!;
         }
-        if (!(saved > 0)) continue;
+        if (widens || !(saved > 0)) continue;
         const score = (cost[s * R + r]! - cost[s * R + assign[s]!]!) / saved;
         if (score < moveScore[u]!) {
           moveScore[u] = score;
