@@ -14,10 +14,12 @@ export interface GreedyPlan {
 
 /**
  * A baseline to measure the MIP against: start every head at its least-loss rule, then
- * repeatedly make the single change (one head, or one KV head's shared rule, to another
- * rule, widening no length) that gives up the least objective per token saved at the lengths
- * still over budget, until every KV-density upper bound holds or no such move is left. GQA groups pay for their widest head,
- * exactly as in the MIP. Deterministic; ignores lower bounds, loss bounds and
+ * repeatedly make the one change to a KV head's cache that gives up the least objective per
+ * token saved at the lengths still over budget, until every KV-density upper bound holds
+ * (or no change helps). A change lowers the KV head's cache to a smaller reachable size
+ * (never larger at any length) and moves each of its query heads to the least-loss rule
+ * that fits — in `per-query-head` mode narrowing one head alone would save nothing while
+ * another head of the group is wider. Deterministic; ignores lower bounds, loss bounds and
  * `maxRulesPerLayer` (and says so in `feasible`).
  */
 export function greedyPlan(problem: MipProblem): GreedyPlan {
@@ -36,52 +38,27 @@ export function greedyPlan(problem: MipProblem): GreedyPlan {
     assign[s] = best;
   }
   const up = Float64Array.from(problem.densityUpper, (d, k) => Math.floor(d * kvLengths[k]! * units + 1e-6));
-  const capOf = (u: number, k: number, slot: number, rule: number) => {
-    let cap = 0;
-    for (let i = 0; i < spu; i++) {
-      const s = u * spu + i;
-      cap = Math.max(cap, tok[(s === slot ? rule : assign[s]!) * K + k]!);
-    }
-    return cap;
-  };
-  const total = new Float64Array(K);
-  const caps = new Int32Array(units * K);
-  for (let u = 0; u < units; u++) {
-    for (let k = 0; k < K; k++) {
-      caps[u * K + k] = capOf(u, k, -1, 0);
-      total[k]! += caps[u * K + k]!;
+  // Target caches: every rule's own token vector (a cache size some head reaches).
+  const fits = new Uint8Array(R * R);
+  for (let c = 0; c < R; c++) {
+    for (let r = 0; r < R; r++) {
+      let ok = 1;
+      for (let k = 0; k < K && ok; k++) if (tok[r * K + k]! > tok[c * K + k]!) ok = 0;
+      fits[c * R + r] = ok;
     }
   }
-  // Best move per unit under the current set of lengths over budget.
-  const moveSlot = new Int32Array(units);
-  const moveRule = new Int32Array(units);
-  const moveScore = new Float64Array(units);
-  const over = new Uint8Array(K);
-  const bestMove = (u: number) => {
-    moveScore[u] = Number.POSITIVE_INFINITY;
-    for (let i = 0; i < spu; i++) {
-      const s = u * spu + i;
-      for (let r = 0; r < R; r++) {
-        if (r === assign[s]) continue;
-        // Only moves that widen no length: the summed caps then fall strictly, so the loop ends
-        // (moves trading one length for another could cycle).
-        let saved = 0;
-        let widens = false;
-        for (let k = 0; k < K; k++) {
-          const delta = caps[u * K + k]! - capOf(u, k, s, r);
-          if (delta < 0) widens = true;
-          if (over[k]) saved += delta / kvLengths[k]!;
-        }
-        if (widens || !(saved > 0)) continue;
-        const score = (cost[s * R + r]! - cost[s * R + assign[s]!]!) / saved;
-        if (score < moveScore[u]!) {
-          moveScore[u] = score;
-          moveSlot[u] = s;
-          moveRule[u] = r;
-        }
-      }
+  const caps = new Int32Array(units * K);
+  const total = new Float64Array(K);
+  const recap = (u: number) => {
+    for (let k = 0; k < K; k++) {
+      let cap = 0;
+      for (let i = 0; i < spu; i++) cap = Math.max(cap, tok[assign[u * spu + i]! * K + k]!);
+      total[k]! += cap - caps[u * K + k]!;
+      caps[u * K + k] = cap;
     }
   };
+  for (let u = 0; u < units; u++) recap(u);
+  const over = new Uint8Array(K);
   const refreshOver = (): boolean => {
     let changed = false;
     for (let k = 0; k < K; k++) {
@@ -91,22 +68,118 @@ export function greedyPlan(problem: MipProblem): GreedyPlan {
     }
     return changed;
   };
+  // Best change per unit: target cache `moveCap` (a rule index), under the current `over`.
+  const moveCap = new Int32Array(units).fill(-1);
+  const moveScore = new Float64Array(units);
+  const bestMove = (u: number) => {
+    moveScore[u] = Number.POSITIVE_INFINITY;
+    moveCap[u] = -1;
+    for (let c = 0; c < R; c++) {
+      let saved = 0;
+      let widens = false;
+      for (let k = 0; k < K; k++) {
+        const delta = caps[u * K + k]! - tok[c * K + k]!;
+        if (delta < 0) widens = true;
+        if (over[k]) saved += delta / kvLengths[k]!;
+      }
+      if (widens || !(saved > 0)) continue;
+      let change = 0;
+      for (let i = 0; i < spu; i++) {
+        const s = u * spu + i;
+        const now = assign[s]!;
+        if (fits[c * R + now]) continue;
+        let best = -1;
+        for (let r = 0; r < R; r++) {
+          if (fits[c * R + r] && (best < 0 || cost[s * R + r]! < cost[s * R + best]!)) best = r;
+        }
+        change += cost[s * R + best]! - cost[s * R + now]!;
+      }
+      const score = change / saved;
+      if (score < moveScore[u]!) {
+        moveScore[u] = score;
+        moveCap[u] = c;
+      }
+    }
+  };
   refreshOver();
   for (let u = 0; u < units; u++) bestMove(u);
-  while (over.some((o) => o === 1)) {
+  // Every change lowers the summed cache at some length and raises it at none: it ends.
+  for (let step = 0; step < units * R * K && over.some((o) => o === 1); step++) {
     let pick = -1;
     for (let u = 0; u < units; u++)
-      if (moveScore[u]! < Number.POSITIVE_INFINITY && (pick < 0 || moveScore[u]! < moveScore[pick]!))
-        pick = u;
+      if (moveCap[u]! >= 0 && (pick < 0 || moveScore[u]! < moveScore[pick]!)) pick = u;
     if (pick < 0) break;
-    assign[moveSlot[pick]!] = moveRule[pick]!;
-    for (let k = 0; k < K; k++) {
-      const cap = capOf(pick, k, -1, 0);
-      total[k]! += cap - caps[pick * K + k]!;
-      caps[pick * K + k] = cap;
+    const c = moveCap[pick]!;
+    for (let i = 0; i < spu; i++) {
+      const s = pick * spu + i;
+      if (fits[c * R + assign[s]!]) continue;
+      let best = -1;
+      for (let r = 0; r < R; r++) {
+        if (fits[c * R + r] && (best < 0 || cost[s * R + r]! < cost[s * R + best]!)) best = r;
+      }
+      assign[s] = best;
     }
+    recap(pick);
     if (refreshOver()) for (let u = 0; u < units; u++) bestMove(u);
     else bestMove(pick);
+  }
+  // Then spend what is left: the single-head change that buys the most loss per token
+  // added, while every length stays within budget.
+  const wideSlot = new Int32Array(units).fill(-1);
+  const wideRule = new Int32Array(units);
+  const wideScore = new Float64Array(units);
+  const capWith = (u: number, slot: number, rule: number, k: number) => {
+    let cap = 0;
+    for (let i = 0; i < spu; i++) {
+      const s = u * spu + i;
+      cap = Math.max(cap, tok[(s === slot ? rule : assign[s]!) * K + k]!);
+    }
+    return cap;
+  };
+  const bestWidening = (u: number) => {
+    wideSlot[u] = -1;
+    wideScore[u] = 0;
+    for (let i = 0; i < spu; i++) {
+      const s = u * spu + i;
+      for (let r = 0; r < R; r++) {
+        const change = cost[s * R + r]! - cost[s * R + assign[s]!]!;
+        if (!(change < 0)) continue;
+        let added = 0;
+        let fitsBudget = true;
+        for (let k = 0; k < K && fitsBudget; k++) {
+          const delta = capWith(u, s, r, k) - caps[u * K + k]!;
+          if (total[k]! + delta > up[k]!) fitsBudget = false;
+          added += Math.max(0, delta) / kvLengths[k]!;
+        }
+        if (!fitsBudget) continue;
+        const score = added > 0 ? change / added : Number.NEGATIVE_INFINITY;
+        if (wideSlot[u]! < 0 || score < wideScore[u]!) {
+          wideSlot[u] = s;
+          wideRule[u] = r;
+          wideScore[u] = score;
+        }
+      }
+    }
+  };
+  if (!over.some((o) => o === 1)) {
+    for (let u = 0; u < units; u++) bestWidening(u);
+    for (let step = 0; step < units * R * spu; step++) {
+      let pick = -1;
+      for (let u = 0; u < units; u++)
+        if (wideSlot[u]! >= 0 && (pick < 0 || wideScore[u]! < wideScore[pick]!)) pick = u;
+      if (pick < 0) break;
+      // Totals moved since this move was found: check it still fits.
+      let fitsBudget = true;
+      for (let k = 0; k < K; k++) {
+        if (total[k]! + capWith(pick, wideSlot[pick]!, wideRule[pick]!, k) - caps[pick * K + k]! > up[k]!)
+          fitsBudget = false;
+      }
+      if (fitsBudget) {
+        assign[wideSlot[pick]!] = wideRule[pick]!;
+        recap(pick);
+      }
+      bestWidening(pick);
+    }
   }
   const e = evaluateAssignment(st, assign);
   const rules = headRules(st, assign);
