@@ -190,7 +190,7 @@ const result = {
     lowerRatio: 0.9,
     paretoPoints: 2,
     relGap: 1e-4,
-    proofSeconds: 5,
+    proofNodes: 200,
     gqa: "per-query-head",
   },
   results: rows,

@@ -54,7 +54,7 @@ export function solveCompact(
   st: Structure,
   opts: SlotOptions,
   bounds: SideBounds,
-  options: { relGap: number; timeLimit: number; start?: Int32Array | undefined },
+  options: { relGap: number; timeLimit: number; start?: Int32Array | undefined; maxNodes?: number },
 ): CompactResult {
   const { R, K, m, tok, slotsPerUnit: spu, kvLengths } = st;
   const INF = Number.POSITIVE_INFINITY;
@@ -294,6 +294,7 @@ export function solveCompact(
       mip_rel_gap: options.relGap,
       mip_abs_gap: 1e-12,
       time_limit: Math.max(options.timeLimit, 0.001),
+      ...(options.maxNodes === undefined ? {} : { mip_max_nodes: options.maxNodes }),
     });
     if (start !== undefined) model.setSolution({ colValue: Float64Array.from(startValue) });
     const { modelStatus } = model.run();

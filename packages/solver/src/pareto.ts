@@ -10,7 +10,7 @@ import {
 import { highsRuntime } from "./highs.js";
 import type { GqaMode, MipTargets } from "./problem.js";
 import { MipSession, type SolveStats } from "./session.js";
-import { DEFAULT_PROOF_SECONDS, DEFAULT_REL_GAP, type MipSolution, toSolution } from "./solve.js";
+import { DEFAULT_PROOF_NODES, DEFAULT_REL_GAP, type MipSolution, toSolution } from "./solve.js";
 import { buildStructure, type Structure } from "./structure.js";
 import { buildRuleTable, type RuleTable } from "./table.js";
 
@@ -35,8 +35,8 @@ export interface OptimizeOptions {
   grid?: ElasticRule[];
   /** Relative optimality gap each solve proves (default 1e-4). */
   relGap?: number;
-  /** HiGHS seconds per solve for proving `relGap` (default 5); past it a point keeps the gap it reached. */
-  proofSeconds?: number;
+  /** HiGHS branch-and-bound nodes per MIP for proving `relGap` (default 200); past them a point keeps the gap it reached. */
+  proofNodes?: number;
   /** Wall-clock limit for the whole front; past it `optimizePlans` throws `E_TIMEOUT`. */
   timeLimitSeconds?: number;
   /** Called after every solve (anchor or grid point). */
@@ -161,8 +161,10 @@ function resolveOptions(profile: MoaProfile, options: OptimizeOptions): Resolved
     argument(`paretoPoints = ${paretoPoints} must be an integer >= 0`, "paretoPoints");
   const relGap = options.relGap ?? DEFAULT_REL_GAP;
   if (!(relGap >= 0 && relGap < 1)) argument(`relGap = ${relGap} must be in [0, 1)`, "relGap");
-  const proof = options.proofSeconds;
-  if (proof !== undefined && !(proof > 0)) argument(`proofSeconds = ${proof} must be > 0`, "proofSeconds");
+  const proof = options.proofNodes;
+  if (proof !== undefined && !(Number.isSafeInteger(proof) && proof >= 0)) {
+    argument(`proofNodes = ${proof} must be an integer >= 0`, "proofNodes");
+  }
   const limit = options.timeLimitSeconds;
   if (limit !== undefined && !(limit > 0))
     argument(`timeLimitSeconds = ${limit} must be > 0`, "timeLimitSeconds");
@@ -274,7 +276,7 @@ export async function optimizePlans(profile: MoaProfile, options: OptimizeOption
       const result = session.solve(targets, {
         relGap: resolved.relGap,
         deadline,
-        proofSeconds: options.proofSeconds ?? DEFAULT_PROOF_SECONDS,
+        proofNodes: options.proofNodes ?? DEFAULT_PROOF_NODES,
       });
       solution = toSolution(session, result, weights);
     } catch (error) {

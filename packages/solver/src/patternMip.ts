@@ -19,6 +19,8 @@ export function solvePatternMip(
     relGap: number;
     timeLimit: number;
     start?: Int32Array | undefined;
+    /** Branch-and-bound node limit (a deterministic work limit). */
+    maxNodes?: number;
     /** Units whose choice is integral; the others are relaxed to their convex hull (default: all). */
     integerUnits?: Uint8Array | undefined;
   },
@@ -212,6 +214,7 @@ export function solvePatternMip(
       mip_rel_gap: options.relGap,
       mip_abs_gap: 1e-12,
       time_limit: Math.max(options.timeLimit, 0.001),
+      ...(options.maxNodes === undefined ? {} : { mip_max_nodes: options.maxNodes }),
     });
     if (start !== undefined) {
       // A full start: the matching pattern of every free unit and the rules it uses.

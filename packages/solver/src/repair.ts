@@ -11,6 +11,12 @@ import type { Structure } from "./structure.js";
  * from a plan within the gap — found here in milliseconds instead of a MIP.
  * Returns the chosen candidate index per unit, or undefined when feasibility was not reached.
  */
+/** Changes examined in pairs: the best this many single changes. */
+const PAIR_POOL = 300;
+/** The LP's rounding is a few changes from a good plan; more steps than this rarely pay. */
+const REPAIR_STEPS = 60;
+const IMPROVE_STEPS = 120;
+
 export function repairPatterns(
   st: Structure,
   candidates: readonly (readonly Pattern[])[],
@@ -65,53 +71,111 @@ export function repairPatterns(
     return v;
   };
 
-  // Repair: most violation removed per objective given up.
-  for (let step = 0; violation > 1e-12 && step < 4 * units + 100; step++) {
-    let bestU = -1;
-    let bestC = -1;
-    let bestScore = Number.POSITIVE_INFINITY;
+  interface Move {
+    u: number;
+    c: number;
+    cost: number;
+    violation: number;
+  }
+  /** Every single-unit change with its objective change and the violation after it. */
+  const moves = (): Move[] => {
+    const out: Move[] = [];
     for (let u = 0; u < units; u++) {
       const list = candidates[u]!;
       const from = list[pick[u]!]!;
       const base = cost(from);
       for (let c = 0; c < list.length; c++) {
         if (c === pick[u]) continue;
-        const removed = violation - violationAfter(from, list[c]!);
-        if (!(removed > 1e-15)) continue;
-        const score = (cost(list[c]!) - base) / removed;
-        if (score < bestScore) {
-          bestScore = score;
-          bestU = u;
-          bestC = c;
+        out.push({ u, c, cost: cost(list[c]!) - base, violation: violationAfter(from, list[c]!) });
+      }
+    }
+    return out;
+  };
+  /** Violation after two changes in different units. */
+  const pairViolation = (a: Move, b: Move) => {
+    const fa = candidates[a.u]![pick[a.u]!]!;
+    const ta = candidates[a.u]![a.c]!;
+    const fb = candidates[b.u]![pick[b.u]!]!;
+    const tb = candidates[b.u]![b.c]!;
+    let v = 0;
+    for (let i = 0; i < rows; i++) {
+      v += violationOf(
+        i,
+        activity[i]! + rowValue(ta, i) - rowValue(fa, i) + rowValue(tb, i) - rowValue(fb, i),
+      );
+    }
+    return v;
+  };
+
+  // Repair: most violation removed per objective given up; a pair of changes when no
+  // single one removes any (one row can often only be eased at another's expense).
+  for (let step = 0; violation > 1e-12 && step < REPAIR_STEPS; step++) {
+    const all = moves();
+    let best: Move[] | undefined;
+    let bestScore = Number.POSITIVE_INFINITY;
+    for (const mv of all) {
+      const removed = violation - mv.violation;
+      if (!(removed > 1e-15)) continue;
+      const score = mv.cost / removed;
+      if (score < bestScore) {
+        bestScore = score;
+        best = [mv];
+      }
+    }
+    if (best === undefined) {
+      const pool = all.sort((x, y) => x.violation - y.violation || x.cost - y.cost).slice(0, PAIR_POOL);
+      for (let i = 0; i < pool.length; i++) {
+        for (let j = i + 1; j < pool.length; j++) {
+          const a = pool[i]!;
+          const b = pool[j]!;
+          if (a.u === b.u) continue;
+          const removed = violation - pairViolation(a, b);
+          if (!(removed > 1e-15)) continue;
+          const score = (a.cost + b.cost) / removed;
+          if (score < bestScore) {
+            bestScore = score;
+            best = [a, b];
+          }
         }
       }
     }
-    if (bestU < 0) return undefined;
-    apply(bestU, bestC);
+    if (best === undefined) return undefined;
+    for (const mv of best) apply(mv.u, mv.c);
   }
   if (violation > 1e-12) return undefined;
 
-  // Improve: best feasible single-unit change, while one lowers the objective.
-  for (let step = 0; step < 10 * units + 100; step++) {
-    let bestU = -1;
-    let bestC = -1;
+  // Improve: the best feasible change that lowers the objective — one unit, or a pair
+  // (one change that gains but breaks a row, one that pays a little to restore it).
+  for (let step = 0; step < IMPROVE_STEPS; step++) {
+    const all = moves();
+    let best: Move[] | undefined;
     let bestGain = 1e-15;
-    for (let u = 0; u < units; u++) {
-      const list = candidates[u]!;
-      const from = list[pick[u]!]!;
-      const base = cost(from);
-      for (let c = 0; c < list.length; c++) {
-        if (c === pick[u]) continue;
-        const gain = base - cost(list[c]!);
-        if (gain <= bestGain) continue;
-        if (violationAfter(from, list[c]!) > 1e-12) continue;
-        bestGain = gain;
-        bestU = u;
-        bestC = c;
+    for (const mv of all) {
+      if (-mv.cost > bestGain && mv.violation <= 1e-12) {
+        bestGain = -mv.cost;
+        best = [mv];
       }
     }
-    if (bestU < 0) break;
-    apply(bestU, bestC);
+    if (best === undefined) {
+      const gainers = all
+        .filter((mv) => mv.cost < 0 && mv.violation > 1e-12)
+        .sort((x, y) => x.cost - y.cost)
+        .slice(0, PAIR_POOL);
+      const payers = all
+        .filter((mv) => mv.cost >= 0)
+        .sort((x, y) => x.cost - y.cost)
+        .slice(0, PAIR_POOL);
+      for (const a of gainers) {
+        for (const b of payers) {
+          if (a.u === b.u || -(a.cost + b.cost) <= bestGain) continue;
+          if (pairViolation(a, b) > 1e-12) continue;
+          bestGain = -(a.cost + b.cost);
+          best = [a, b];
+        }
+      }
+    }
+    if (best === undefined) break;
+    for (const mv of best) apply(mv.u, mv.c);
   }
   return pick;
 }

@@ -33,7 +33,7 @@ export interface SolveStats {
 }
 
 export interface SessionResult {
-  /** `feasible`: the proof stopped at `proofSeconds` before reaching `relGap` (see `gap`). */
+  /** `feasible`: the proof stopped at its work limit before reaching `relGap` (see `gap`). */
   status: "optimal" | "feasible" | "infeasible";
   assign: Int32Array | undefined;
   evaluation: Evaluation | undefined;
@@ -53,14 +53,19 @@ export interface SessionOptions {
   deadline: number;
   /** Solve the compact MIP directly instead of decomposing (tests compare the two). */
   compactOnly?: boolean;
-  /** Seconds HiGHS may spend on the MIPs of one solve before the best plan is returned with its gap. */
-  proofSeconds: number;
+  /**
+   * Branch-and-bound nodes HiGHS may spend on each MIP of the proof. A work limit rather
+   * than seconds, so that a solve gives the same plan on any machine and under any load.
+   */
+  proofNodes: number;
 }
 
 const LP_TOLERANCE = 1e-9;
 const MAX_ROUNDS = 2000;
 /** Beyond this many core patterns the core is solved in the compact form instead. */
-const MAX_CORE_PATTERNS = 200_000;
+const MAX_CORE_PATTERNS = 50_000;
+/** Times the core is widened when its MIP finds nothing below the threshold. */
+const MAX_CORE_ROUNDS = 4;
 
 function timeout(deadline: number): never {
   throw new MoaError("E_TIMEOUT", `the solve ran past its time limit (deadline ${Math.round(deadline)} ms)`);
@@ -95,7 +100,6 @@ export class MipSession {
   private readonly exact: boolean[];
   private opts: SlotOptions;
   private readonly pool: Int32Array[] = [];
-  private proofDeadline = Number.POSITIVE_INFINITY;
   private readonly poolKeys = new Set<string>();
 
   constructor(highs: Highs, st: Structure) {
@@ -126,7 +130,6 @@ export class MipSession {
     const t0 = performance.now();
     const st = this.st;
     const { K, m } = st;
-    this.proofDeadline = t0 + options.proofSeconds * 1000;
     const weights = Float64Array.from(targets.weights, (w, j) => w * st.scale[j]!);
     const lossUpper = new Float64Array(m).fill(Number.POSITIVE_INFINITY);
     for (let j = 0; j < m; j++) {
@@ -197,12 +200,6 @@ export class MipSession {
     return z;
   }
 
-  /** HiGHS time for a MIP: what is left of the solve's proof budget, within the deadline. */
-  private mipTime(options: SessionOptions): number {
-    const proof = (this.proofDeadline - performance.now()) / 1000;
-    return Math.max(0.05, Math.min(this.remaining(options.deadline), proof));
-  }
-
   private remaining(deadline: number): number {
     const left = (deadline - performance.now()) / 1000;
     if (left <= 0) timeout(deadline);
@@ -225,7 +222,9 @@ export class MipSession {
     // Without any plan yet, finding one matters more than the proof budget: use the deadline.
     const res = solveCompact(this.highs, this.st, this.opts, bounds, {
       relGap: options.relGap,
-      timeLimit: best === undefined ? this.remaining(options.deadline) : this.mipTime(options),
+      timeLimit: this.remaining(options.deadline),
+      // Without any plan yet, finding one matters more than the work limit.
+      ...(best === undefined ? {} : { maxNodes: options.proofNodes }),
       start: best?.assign,
     });
     stats.mipVariables = res.variables;
@@ -561,13 +560,55 @@ export class MipSession {
     }
     if (within()) return done("budget-dp");
 
+    // Rounding with tightened rows: the LP with some slack kept back rounds to plans that
+    // fit the real rows; try a few margins while the rounding is short of the gap.
+    for (const margin of [0.003, 0.01, 0.03]) {
+      if (within()) break;
+      const tightUpper = Float64Array.from(sideUpper, (v, i) => {
+        if (!Number.isFinite(v)) return v;
+        const width = i < K ? margin * 0.1 : margin;
+        return v - width * Math.abs(v);
+      });
+      master.setBounds(sideLower, tightUpper);
+      let res = master.solve(this.remaining(options.deadline));
+      for (let round = 0; round < 20; round++) {
+        if (res.status !== this.highs.constants.modelStatus.optimal) break;
+        setCosts(res.dual, weights);
+        const fresh: Pattern[] = [];
+        for (let u = 0; u < units; u++) {
+          const v = this.pricer!.price(u, this.opts, slotCost, capCost, pattern);
+          if (v - res.dual[K + m + u]! < -LP_TOLERANCE * Math.max(1, Math.abs(v)))
+            fresh.push(makePattern(st, u, pattern));
+        }
+        if (master.add(fresh) === 0) break;
+        res = master.solve(this.remaining(options.deadline));
+      }
+      master.setBounds(sideLower, sideUpper);
+      if (res.status !== this.highs.constants.modelStatus.optimal || res.artificial > LP_TOLERANCE) continue;
+      candidates.splice(
+        0,
+        units,
+        ...master.unitColumns.map((cols) => cols.map((c) => master.patterns[c - master.firstPattern]!)),
+      );
+      const start = new Int32Array(units);
+      for (let u = 0; u < units; u++) {
+        const cols = master.unitColumns[u]!;
+        let top = 0;
+        for (let i = 1; i < cols.length; i++) if (res.x[cols[i]!]! > res.x[cols[top]!]!) top = i;
+        start[u] = top;
+      }
+      repairFrom(start);
+    }
+    if (within()) return done("lp-rounding");
+
     // The MIP over the generated columns: cheap, and usually closes the gap.
     const masterPatterns = master.unitColumns.map((cols) =>
       cols.map((c) => master.patterns[c - master.firstPattern]!),
     );
     const rmip = solvePatternMip(this.highs, st, masterPatterns, bounds, {
       relGap: options.relGap,
-      timeLimit: Math.max(0.05, this.mipTime(options) / 3),
+      timeLimit: this.remaining(options.deadline),
+      maxNodes: options.proofNodes,
       start: best?.assign,
     });
     stats.mipVariables = rmip.variables;
@@ -602,10 +643,23 @@ export class MipSession {
       best !== undefined
         ? Math.max(best.z - bestBound - 0.5 * options.relGap * Math.abs(best.z), 1e-12)
         : Math.max(options.relGap * Math.abs(bestBound), 1e-9) * 10;
-    for (;;) {
+    const keepBest = (): SessionResult => {
+      const b = best!;
+      const gap = relativeGap(b.z, bestBound);
+      return {
+        status: gap <= options.relGap ? "optimal" : "feasible",
+        assign: b.assign,
+        evaluation: b.e,
+        objective: b.z,
+        bound: Math.min(b.z, bestBound),
+        gap,
+        stats,
+      };
+    };
+    for (let coreRound = 0; ; coreRound++) {
       const limit = span * (1 + 1e-9) + 1e-12;
       // Option-level test (Lagrangian): is everything in the core?
-      const whole = bestBound + limit >= lagrangianBound + maxDelta;
+      const whole = bestBound + limit >= lagrangianBound + maxDelta || coreRound >= MAX_CORE_ROUNDS;
       let res: CompactResult | undefined;
       if (!whole) {
         const core: Pattern[][] = Array.from({ length: units }, () => []);
@@ -642,9 +696,13 @@ export class MipSession {
         if (room >= 0) {
           res = solvePatternMip(this.highs, st, core, bounds, {
             relGap: options.relGap,
-            timeLimit: this.mipTime(options),
+            timeLimit: this.remaining(options.deadline),
+            maxNodes: options.proofNodes,
             start: best?.assign,
           });
+        } else if (best !== undefined) {
+          // A core this large would not be proven within the work limit: keep the best plan.
+          return keepBest();
         }
       }
       if (res === undefined) {
@@ -653,7 +711,8 @@ export class MipSession {
         const core = restrictOptions(this.opts, slots, (o) => whole || delta[o]! <= keep);
         res = solveCompact(this.highs, st, core, bounds, {
           relGap: options.relGap,
-          timeLimit: this.mipTime(options),
+          timeLimit: this.remaining(options.deadline),
+          ...(best === undefined ? {} : { maxNodes: options.proofNodes }),
           start: best !== undefined && inOptions(core, best.assign) ? best.assign : undefined,
         });
       }
@@ -663,15 +722,12 @@ export class MipSession {
       // No plan at all yet and the MIP stopped early: the compact MIP gets the whole deadline.
       if (best === undefined && res.assign === undefined && res.status === "limit") return undefined;
       const result = this.finish(res, best, bestBound, bounds, feasible, stats, options, outside);
-      const spent = performance.now() >= this.proofDeadline;
       if (result.status === "infeasible") {
         if (whole) return result;
-        if (spent) return undefined;
         span *= 10;
         continue;
       }
-      if (spent) return result;
-      // Done: proven, or everything was in the core, or the proof budget ran out.
+      // Done: proven, or everything was in the core, or the work limit was reached.
       if (result.gap <= options.relGap || whole || res.status === "limit") return result;
       best = { assign: result.assign!, e: result.evaluation!, z: result.objective };
       span = Math.max(span * 10, best.z - bestBound);

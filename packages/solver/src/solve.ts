@@ -10,18 +10,20 @@ export interface MipOptions {
   /** Wall-clock limit in seconds; past it the solve throws `MoaError` `E_TIMEOUT`. */
   timeLimitSeconds?: number;
   /**
-   * Seconds HiGHS may spend on the MIPs of one solve (default 5). The LP bound of these
-   * problems is usually within 1e-4 of the optimum and the MIPs are then instant; when it
-   * is not, the best plan found so far is returned with the gap proven (`status: "feasible"`).
+   * Branch-and-bound nodes HiGHS may spend on each MIP that proves the gap (default 200). A
+   * work limit, not seconds, so the answer does not depend on the machine or its load. The
+   * LP bound of these problems is usually within 1e-4 of the optimum and no MIP is needed;
+   * when it is not and the nodes run out, the best plan is returned with the gap it proved
+   * (`status: "feasible"`).
    */
-  proofSeconds?: number;
+  proofNodes?: number;
   /** Skip the decomposition and hand HiGHS the whole compact MIP (slow; a second implementation for tests). */
   compactOnly?: boolean;
 }
 
 export interface MipSolution {
   /**
-   * `optimal`: proven within `relGap`. `feasible`: the proof stopped at `proofSeconds`;
+   * `optimal`: proven within `relGap`. `feasible`: the proof stopped at `proofNodes`;
    * `gap` says how far it got. `infeasible`: proven (no plan satisfies the constraints).
    */
   status: "optimal" | "feasible" | "infeasible";
@@ -41,7 +43,7 @@ export interface MipSolution {
 }
 
 export const DEFAULT_REL_GAP = 1e-4;
-export const DEFAULT_PROOF_SECONDS = 5;
+export const DEFAULT_PROOF_NODES = 200;
 
 /** Solves one MIP (DESIGN.md: The optimisation) to a proven relative gap. */
 export async function solveMip(problem: MipProblem, options: MipOptions = {}): Promise<MipSolution> {
@@ -62,7 +64,7 @@ export async function solveMip(problem: MipProblem, options: MipOptions = {}): P
           ? Number.POSITIVE_INFINITY
           : performance.now() + options.timeLimitSeconds * 1000,
       compactOnly: options.compactOnly ?? false,
-      proofSeconds: options.proofSeconds ?? DEFAULT_PROOF_SECONDS,
+      proofNodes: options.proofNodes ?? DEFAULT_PROOF_NODES,
     });
     return toSolution(session, { ...result, bound: result.bound * scale }, problem.weights);
   } catch (error) {

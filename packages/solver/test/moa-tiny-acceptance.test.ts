@@ -13,7 +13,7 @@ const shape = fixtureShape("moa-tiny");
 let front: ParetoResult;
 
 beforeAll(async () => {
-  front = await optimizePlans(profile, { shape, density: 0.5, paretoPoints: 1, proofSeconds: 3 });
+  front = await optimizePlans(profile, { shape, density: 0.5, paretoPoints: 1, proofNodes: 50 });
 }, 60_000);
 
 describe("optimizePlans on moa-tiny at density 0.5", () => {

@@ -10,7 +10,7 @@ import { fixtureProfile, fixtureShape } from "./fixtures.js";
 
 const profile = fixtureProfile("moa-nano");
 const shape = fixtureShape("moa-nano");
-const options = { shape, density: 0.5, paretoPoints: 1, proofSeconds: 2 };
+const options = { shape, density: 0.5, paretoPoints: 1, proofNodes: 50 };
 
 describe("solveInWorker", () => {
   it("returns the same plans as optimizePlans in this thread and reports progress per solve", async () => {
