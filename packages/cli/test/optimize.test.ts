@@ -9,6 +9,7 @@ import {
   ruleKey,
   ruleLossTable,
 } from "@moa/core";
+import { type ProfileExtras, writeProfileWithExtras } from "@moa/profiler";
 import { describe, expect, it } from "vitest";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from "../src/errors.js";
 import { fixture, runCli, tempDir } from "./run-cli.js";
@@ -140,5 +141,69 @@ describe("moa optimize rejects bad input with a clear message and writes nothing
     expect(run.stderr).toContain("already exists");
     expect(await readFile(join(out, "plan-0.json"), "utf8")).toBe("mine");
     expect((await readdir(out)).sort()).toEqual(["keep.safetensors", "plan-0.json"]);
+  });
+});
+
+describe("moa optimize reads the GQA shape that moa profile stores in the profile", () => {
+  const NANO_PROFILE = fixture("moa-nano.profile.safetensors");
+
+  async function profileWithExtras(extras: ProfileExtras): Promise<string> {
+    const dir = await tempDir();
+    const path = join(dir, "with-extras.safetensors");
+    const bytes = new Uint8Array(await readFile(NANO_PROFILE));
+    await writeFile(path, writeProfileWithExtras(readProfile(bytes, NANO_PROFILE), extras));
+    return path;
+  }
+
+  it("sizes KV caches per KV head from __metadata__.kvHeads without --model", {
+    timeout: 300_000,
+  }, async () => {
+    const path = await profileWithExtras({ architecture: "llama", kvHeads: "2", headDim: "64" });
+    const out = await tempDir();
+    const run = await runCli(["optimize", "--profile", path, "--density", "0.5", "--out", out]);
+    expect(run.code, run.stderr).toBe(EXIT_OK);
+    expect(run.stderr).toContain("from the profile's metadata");
+    expect(run.stderr).not.toContain("assuming");
+    const plan = parsePlanText(await readFile(join(out, "plan-0.json"), "utf8"), "plan-0.json");
+    expect(plan.model.kvHeads).toBe(2);
+    expect(plan.model.headDim).toBe(64);
+    for (const n of [512, 1024, 2048]) expect(planKvDensity(plan, n)).toBeLessThanOrEqual(0.5 + 1e-12);
+  });
+
+  it("a malformed __metadata__.kvHeads is named, and nothing is written", async () => {
+    const path = await profileWithExtras({ kvHeads: "two" });
+    const out = await tempDir();
+    const run = await runCli([
+      "optimize",
+      "--profile",
+      path,
+      "--density",
+      "0.5",
+      "--out",
+      join(out, "plans"),
+    ]);
+    expect(run.code).toBe(EXIT_FAILURE);
+    expect(run.stderr).toContain("__metadata__.kvHeads");
+    expect(run.stderr).toContain('"two"');
+    expect(await readdir(out)).toEqual([]);
+  });
+
+  it("a --model whose KV heads differ from the profile's is refused", async () => {
+    const path = await profileWithExtras({ kvHeads: "2" });
+    const out = await tempDir();
+    const run = await runCli([
+      "optimize",
+      "--profile",
+      path,
+      "--density",
+      "0.5",
+      "--model",
+      fixture("moa-nano"),
+      "--out",
+      join(out, "plans"),
+    ]);
+    expect(run.code).toBe(EXIT_FAILURE);
+    expect(run.stderr).toContain("another model");
+    expect(await readdir(out)).toEqual([]);
   });
 });

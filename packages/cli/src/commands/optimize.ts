@@ -1,6 +1,7 @@
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
-import { type ModelShape, type MoaProfile, readProfile, serializePlan } from "@moa/core";
+import { type ModelShape, type MoaProfile, serializePlan } from "@moa/core";
+import { type ProfileExtras, readProfileWithExtras } from "@moa/profiler";
 import { type GqaMode, optimizePlans, type ParetoResult } from "@moa/solver";
 import { booleanFlag, integerListFlag, numberFlag, requireString, stringFlag } from "../args.js";
 import type { Command } from "../command.js";
@@ -18,8 +19,8 @@ export const optimizeCommand: Command = {
     ["--profile <file>", "a moa-profile (safetensors) made by `moa profile`"],
     ["--density <d>", "KV density budget in (0, 1] at every profiled length and the extend length"],
     ["--model <dir>", "read the model shape (KV heads, head dim) from <dir>/config.json"],
-    ["--kv-heads <N>", "KV heads of the model (GQA), when --model is not given"],
-    ["--head-dim <N>", "attention head dimension, when --model is not given"],
+    ["--kv-heads <N>", "KV heads of the model (GQA); default: the profile's metadata (moa profile stores it)"],
+    ["--head-dim <N>", "attention head dimension; default: the profile's metadata"],
     ["--lengths <list>", "profiled lengths to optimise (default: all in the profile)"],
     ["--extend <n>", "longer length where the density is constrained too (default 2 × the longest)"],
     ["--lower-ratio <r>", "density must also be ≥ r × budget (default 0.9; 0 disables)"],
@@ -75,8 +76,8 @@ export const optimizeCommand: Command = {
 
     if (!booleanFlag(argv, "force")) await refuseExistingPlans(outDir);
     const bytes = await readInputFile(profilePath);
-    const parsed = userFacing(() => readProfile(bytes, profilePath));
-    const shape = await resolveShape(c, argv, parsed, io);
+    const { profile: parsed, extras } = userFacing(() => readProfileWithExtras(bytes, profilePath));
+    const shape = await resolveShape(c, argv, parsed, extras, profilePath, io);
 
     io.stderr(
       `optimising ${parsed.layers}×${parsed.heads} heads (${shape.kvHeads} KV heads) of ${parsed.model || profilePath} ` +
@@ -165,6 +166,8 @@ async function resolveShape(
   command: string,
   argv: Parameters<typeof stringFlag>[0],
   profile: MoaProfile,
+  extras: ProfileExtras,
+  profilePath: string,
   io: Io,
 ) {
   const modelDir = stringFlag(argv, "model");
@@ -176,26 +179,62 @@ async function resolveShape(
           `${profile.layers} × ${profile.heads}: the profile was made for another model`,
       );
     }
+    const storedKvHeads = extraInteger(extras, "kvHeads", profilePath);
+    if (storedKvHeads !== undefined && storedKvHeads !== shape.kvHeads) {
+      throw new CliError(
+        `${modelDir}/config.json has ${shape.kvHeads} KV heads but ${profilePath} was profiled on a model with ` +
+          `${storedKvHeads} (__metadata__.kvHeads): the profile was made for another model`,
+      );
+    }
     return shape;
   }
-  const kvHeads = numberFlag(command, argv, "kv-heads", { integer: true, min: 1 });
-  const headDim = numberFlag(command, argv, "head-dim", { integer: true, min: 1 });
-  if (kvHeads !== undefined && profile.heads % kvHeads !== 0) {
-    throw usageError(`moa optimize: --kv-heads ${kvHeads} must divide the profile's ${profile.heads} heads`);
+  const flagKvHeads = numberFlag(command, argv, "kv-heads", { integer: true, min: 1 });
+  const flagHeadDim = numberFlag(command, argv, "head-dim", { integer: true, min: 1 });
+  if (flagKvHeads !== undefined && profile.heads % flagKvHeads !== 0) {
+    throw usageError(
+      `moa optimize: --kv-heads ${flagKvHeads} must divide the profile's ${profile.heads} heads`,
+    );
   }
+  // `moa profile` records the GQA shape in the profile's metadata, so its own output needs no --model.
+  const storedKvHeads = extraInteger(extras, "kvHeads", profilePath);
+  const storedHeadDim = extraInteger(extras, "headDim", profilePath);
+  if (storedKvHeads !== undefined && profile.heads % storedKvHeads !== 0) {
+    throw new CliError(
+      `${profilePath}: __metadata__.kvHeads = "${extras.kvHeads}" does not divide the profile's ${profile.heads} heads`,
+    );
+  }
+  const kvHeads = flagKvHeads ?? storedKvHeads;
+  const headDim = flagHeadDim ?? storedHeadDim;
   if (kvHeads === undefined) {
     io.stderr(
       `warning: the model's KV heads are unknown (pass --model <dir> or --kv-heads); assuming ${profile.heads} (no GQA)\n`,
     );
+  } else if (flagKvHeads === undefined) {
+    io.stderr(`KV heads: ${kvHeads}, head dim: ${headDim ?? 128} (from the profile's metadata)\n`);
   }
   const shape: ModelShape = {
-    architecture: "llama",
+    architecture: extras.architecture ?? "llama",
     layers: profile.layers,
     heads: profile.heads,
     kvHeads: kvHeads ?? profile.heads,
     headDim: headDim ?? 128,
   };
   return shape;
+}
+
+/** A positive integer stored as a string in the profile's metadata, or undefined when absent. */
+function extraInteger(
+  extras: ProfileExtras,
+  key: "kvHeads" | "headDim",
+  profilePath: string,
+): number | undefined {
+  const raw = extras[key];
+  if (raw === undefined) return undefined;
+  const value = Number(raw);
+  if (!/^[0-9]+$/.test(raw) || !Number.isSafeInteger(value) || value < 1) {
+    throw new CliError(`${profilePath}: __metadata__.${key} = "${raw}": expected a positive integer`);
+  }
+  return value;
 }
 
 /** Fails before any solving when --out already holds plans, so a long run never ends in a refused write. */
