@@ -85,12 +85,17 @@
             "src/cuda/attention_prefill.cu",
             "src/cuda/kv_append.cu",
             "src/cuda/attention_decode.cu",
+            "src/cuda/matmul_backward.cu",
+            "src/cuda/rms_norm_backward.cu",
+            "src/cuda/silu_mul_backward.cu",
+            "src/cuda/cross_entropy.cu",
+            "src/cuda/attention_backward.cu",
           ],
           "rules": [
             {
               "rule_name": "nvcc",
               "extension": "cu",
-              "inputs": ["<(RULE_INPUT_PATH)", "src/cuda/cuda_ops.h", "src/cuda/check.cuh", "src/cuda/scratch.cuh", "src/cuda/widen.cuh", "src/cuda/kv_cache.cuh", "src/cuda/attention_common.cuh"],
+              "inputs": ["<(RULE_INPUT_PATH)", "src/cuda/cuda_ops.h", "src/cuda/check.cuh", "src/cuda/scratch.cuh", "src/cuda/widen.cuh", "src/cuda/kv_cache.cuh", "src/cuda/attention_common.cuh", "src/cuda/mma.cuh", "src/cuda/cublas.cuh", "src/cuda/backward_precision.cuh"],
               "outputs": ["<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).cu.o"],
               "message": "nvcc <(RULE_INPUT_PATH)",
               "process_outputs_as_sources": 1,

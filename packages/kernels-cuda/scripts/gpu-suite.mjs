@@ -2,7 +2,8 @@
 // The GPU correctness suite in one command (`pnpm test:gpu`): bundles test/gpu/kernels.gpu.ts (every CUDA op
 // against the CPU reference) and ../runtime/test/gpu/fixtures.gpu.ts (the fixtures on CUDA against
 // transformers' reference vectors, MoA on CUDA against MoA on the CPU) into dist-gpu/*.test.mjs, then runs
-// them with node:test. The bundle step also writes dist-gpu/e2e-decode.mjs (bench/e2e-decode.ts), so one
+// them with node:test. The bundle step also writes dist-gpu/e2e-decode.mjs (bench/e2e-decode.ts) and
+// dist-gpu/attention-backward.mjs (bench/attention-backward.bench.ts: timings of the profiling attention), so one
 // folder carries every GPU program to a machine without pnpm.
 // It needs a GPU and the CUDA addon (`pnpm build` on a machine with nvcc); exits non-zero on any failure.
 //
@@ -30,6 +31,7 @@ async function bundle() {
       "kernels.test": join(packageRoot, "test/gpu/kernels.gpu.ts"),
       "fixtures.test": join(packageRoot, "../runtime/test/gpu/fixtures.gpu.ts"),
       "e2e-decode": join(packageRoot, "../../bench/e2e-decode.ts"),
+      "attention-backward": join(packageRoot, "bench/attention-backward.bench.ts"),
     },
     outdir: outDir,
     outExtension: { ".js": ".mjs" },

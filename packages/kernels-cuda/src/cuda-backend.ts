@@ -17,8 +17,11 @@ function cacheDtypeFromEnv(): "f32" | "bf16" {
  * default stream in call order and return before the GPU has finished; `toHost` and `synchronize` wait.
  * Every forward op has a CUDA kernel (src/cuda/<op>.cu): matmul through cuBLAS (bf16/f16 weights multiply x
  * rounded to the same type, fp32 accumulation), fused elementwise kernels, tensor-core flash attention for
- * prefill with MoA band skipping, split-K decode over the bf16 ring-buffer cache. An op that has no kernel
- * (`execute` with hasKernel false: the backward ops) runs the CPU reference on host copies of its tensors.
+ * prefill with MoA band skipping, split-K decode over the bf16 ring-buffer cache. The profiling backward runs on
+ * the GPU too (src/cuda/*_backward.cu, cross_entropy.cu, and attention_backward.cu for the stats prefill and the
+ * attention backward with its influence), so a profile leaves the device only as its losses and influence. An
+ * op without a kernel for its arguments (`execute` with hasKernel false: the profiling attention at head dims
+ * other than 64 and 128) runs the CPU reference on host copies of its tensors.
  *
  * Errors: a failed launch, allocation or cuBLAS call throws a JS Error naming the op and its sizes; a fault
  * inside a kernel surfaces at the next synchronising call (MOA_CUDA_SYNC=1 synchronises after every launch so

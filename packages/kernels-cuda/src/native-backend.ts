@@ -339,7 +339,7 @@ export abstract class NativeBackend implements Backend {
       ] as const) {
         args.noOverlap("stats", st, name, t);
       }
-      this.execute(false, [qt, kt, vt], [o, st], (ref) =>
+      this.execute(hasAttentionKernel(headDim), [qt, kt, vt], [o, st], (ref) =>
         this.addon.attentionPrefillStats(
           ref(o),
           ref(st),
@@ -394,7 +394,7 @@ export abstract class NativeBackend implements Backend {
     args.noOverlap("dx", o, "dy", dyt);
     args.noOverlap("dx", o, "w", wt);
     const m = leadingCount(dyt.shape);
-    this.execute(false, [dyt, wt], [o], (ref) =>
+    this.execute(true, [dyt, wt], [o], (ref) =>
       this.addon.matmulBackward(ref(o), ref(dyt), ref(wt), DTYPE_CODE[wt.dtype], m, n, k, accumulate),
     );
   }
@@ -415,7 +415,7 @@ export abstract class NativeBackend implements Backend {
     args.noOverlap("dx", o, "dy", dyt);
     args.noOverlap("dx", o, "x", xt);
     const rows = leadingCount(xt.shape);
-    this.execute(false, [dyt, xt, wt], [o], (ref) =>
+    this.execute(true, [dyt, xt, wt], [o], (ref) =>
       this.addon.rmsNormBackward(ref(o), ref(dyt), ref(xt), ref(wt), DTYPE_CODE[wt.dtype], rows, dim, eps),
     );
   }
@@ -444,7 +444,7 @@ export abstract class NativeBackend implements Backend {
       args.noOverlap("dGate", dg, name, t);
       args.noOverlap("dUp", du, name, t);
     }
-    this.execute(false, [d, g, u], [dg, du], (ref) =>
+    this.execute(true, [d, g, u], [dg, du], (ref) =>
       this.addon.siluMulBackward(ref(dg), ref(du), ref(d), ref(g), ref(u), d.elementCount),
     );
   }
@@ -536,7 +536,7 @@ export abstract class NativeBackend implements Backend {
       for (const [other, u] of [...inputs, ...outputs.slice(i + 1)]) args.noOverlap(name, t, other, u);
     }
     this.execute(
-      false,
+      hasAttentionKernel(headDim),
       inputs.map(([, t]) => t),
       outputs.map(([, t]) => t),
       (ref) =>
@@ -579,7 +579,7 @@ export abstract class NativeBackend implements Backend {
     args.noOverlap("dLogits", dt, "logits", xt);
     args.noOverlap("losses", lt, "logits", xt);
     args.noOverlap("losses", lt, "dLogits", dt);
-    this.execute(false, [xt, tt], [lt, dt], (ref) =>
+    this.execute(true, [xt, tt], [lt, dt], (ref) =>
       this.addon.crossEntropy(ref(lt), ref(dt), ref(xt), ref(tt), rows, vocab, gradScale),
     );
   }
@@ -692,6 +692,14 @@ export abstract class NativeBackend implements Backend {
     }
     return { k, v, slots: cache.regionOffset.length / cache.kvHeads };
   }
+}
+
+/**
+ * Whether the CUDA kernels of the profiling attention (the stats prefill and attentionBackward) take this head
+ * dim; other head dims run the CPU reference on host copies, slower but with the same results.
+ */
+function hasAttentionKernel(headDim: number): boolean {
+  return headDim === 64 || headDim === 128;
 }
 
 /** Checks cuSeqlens (0 … tokens, non-decreasing) and returns the number of sequences. */

@@ -6,6 +6,7 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 
@@ -136,6 +137,22 @@ inline int64_t mul(const std::string& op, int64_t a, int64_t b, int64_t c) { ret
 inline size_t elementBytes(DType type) { return type == DType::BF16 || type == DType::F16 ? 2 : 4; }
 
 inline size_t bytesOf(int64_t elements, DType type) { return static_cast<size_t>(elements) * elementBytes(type); }
+
+// True when the op's tensors live on the GPU; mixing host and device storage is refused.
+inline bool onDevice(const std::string& op, std::initializer_list<Ref> refs) {
+  bool any = false;
+  bool all = true;
+  for (const Ref& ref : refs) {
+    if (ref.data == nullptr) continue;
+    any = any || ref.device;
+    all = all && ref.device;
+  }
+  if (any && !all) fail(op, "mixes host and device tensors");
+#ifndef MOA_WITH_CUDA
+  if (any) fail(op, "got device tensors, but this is the CPU addon");
+#endif
+  return any;
+}
 
 // Runs an op body, turning C++ exceptions into JS errors that keep the op's message.
 template <typename Body>

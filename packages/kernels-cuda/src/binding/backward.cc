@@ -1,22 +1,19 @@
 // N-API entry points of the backward ops used for profiling (activation gradients only) and of the prefill that
-// also returns the softmax statistics they need: convert arguments, check buffer sizes, call the CPU reference.
-// None has a CUDA kernel yet: the CUDA backend stages them through host memory. No math here.
+// also returns the softmax statistics they need: convert arguments, check buffer sizes, dispatch to the CPU
+// reference (host storage) or the CUDA kernel (device storage, CUDA addon only). No math here.
 #include <initializer_list>
 #include <string>
 
 #include "binding/args.h"
 #include "cpu/ops.h"
+#ifdef MOA_WITH_CUDA
+#include "cuda/cuda_ops.h"
+#endif
 
 namespace moa::binding {
 namespace {
 
 constexpr size_t F32 = 4;
-
-void hostOnly(const std::string& op, std::initializer_list<Ref> refs) {
-  for (const Ref& ref : refs) {
-    if (ref.data != nullptr && ref.device) fail(op, "has no CUDA kernel yet; call it with host storage");
-  }
-}
 
 // Reads cuSeqlens (host Int32Array of sequences + 1 entries rising from ≥ 0 to ≤ tokens) at `index`.
 const int32_t* cuSeqlensArg(const Napi::CallbackInfo& info, size_t index, const std::string& op, int64_t sequences,
@@ -56,7 +53,15 @@ Napi::Value AttentionPrefillStats(const Napi::CallbackInfo& info) {
     const Ref q = tensorArg(info, 2, op, "q", qBytes);
     const Ref k = tensorArg(info, 3, op, "k", kvBytes);
     const Ref v = tensorArg(info, 4, op, "v", kvBytes);
-    hostOnly(op, {out, stats, q, k, v});
+    if (onDevice(op, {out, stats, q, k, v})) {
+#ifdef MOA_WITH_CUDA
+      cuda::attentionPrefillStats(static_cast<float*>(out.data), static_cast<float*>(stats.data),
+                                  static_cast<const float*>(q.data), static_cast<const float*>(k.data),
+                                  static_cast<const float*>(v.data), cuSeqlens, sequences,
+                                  {dims.queryHeads, dims.kvHeads, dims.headDim}, scale);
+#endif
+      return;
+    }
     cpu::attentionPrefill(static_cast<float*>(out.data), static_cast<const float*>(q.data),
                           static_cast<const float*>(k.data), static_cast<const float*>(v.data), cuSeqlens, sequences,
                           dims, scale, MaskRule{}, static_cast<float*>(stats.data));
@@ -75,7 +80,13 @@ Napi::Value MatmulBackward(const Napi::CallbackInfo& info) {
     const Ref dx = tensorArg(info, 0, op, "dx", mul(op, m, k) * F32);
     const Ref dy = tensorArg(info, 1, op, "dy", mul(op, m, n) * F32);
     const Ref w = tensorArg(info, 2, op, "w", bytesOf(mul(op, n, k), wType));
-    hostOnly(op, {dx, dy, w});
+    if (onDevice(op, {dx, dy, w})) {
+#ifdef MOA_WITH_CUDA
+      cuda::matmulBackward(static_cast<float*>(dx.data), static_cast<const float*>(dy.data), w.data, wType, m, n, k,
+                           accumulate);
+#endif
+      return;
+    }
     cpu::matmulBackward(static_cast<float*>(dx.data), static_cast<const float*>(dy.data), w.data, wType, m, n, k,
                         accumulate);
   });
@@ -94,7 +105,13 @@ Napi::Value RmsNormBackward(const Napi::CallbackInfo& info) {
     const Ref dy = tensorArg(info, 1, op, "dy", bytes);
     const Ref x = tensorArg(info, 2, op, "x", bytes);
     const Ref weight = tensorArg(info, 3, op, "weight", bytesOf(dim, weightType));
-    hostOnly(op, {dx, dy, x, weight});
+    if (onDevice(op, {dx, dy, x, weight})) {
+#ifdef MOA_WITH_CUDA
+      cuda::rmsNormBackward(static_cast<float*>(dx.data), static_cast<const float*>(dy.data),
+                            static_cast<const float*>(x.data), weight.data, weightType, rows, dim, eps);
+#endif
+      return;
+    }
     cpu::rmsNormBackward(static_cast<float*>(dx.data), static_cast<const float*>(dy.data),
                          static_cast<const float*>(x.data), weight.data, weightType, rows, dim, eps);
   });
@@ -111,7 +128,14 @@ Napi::Value SiluMulBackward(const Napi::CallbackInfo& info) {
     const Ref dOut = tensorArg(info, 2, op, "dOut", bytes);
     const Ref gate = tensorArg(info, 3, op, "gate", bytes);
     const Ref up = tensorArg(info, 4, op, "up", bytes);
-    hostOnly(op, {dGate, dUp, dOut, gate, up});
+    if (onDevice(op, {dGate, dUp, dOut, gate, up})) {
+#ifdef MOA_WITH_CUDA
+      cuda::siluMulBackward(static_cast<float*>(dGate.data), static_cast<float*>(dUp.data),
+                            static_cast<const float*>(dOut.data), static_cast<const float*>(gate.data),
+                            static_cast<const float*>(up.data), count);
+#endif
+      return;
+    }
     cpu::siluMulBackward(static_cast<float*>(dGate.data), static_cast<float*>(dUp.data),
                          static_cast<const float*>(dOut.data), static_cast<const float*>(gate.data),
                          static_cast<const float*>(up.data), count);
@@ -149,7 +173,17 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
     const Ref v = tensorArg(info, 7, op, "v", kvBytes);
     const Ref out = tensorArg(info, 8, op, "out", qBytes);
     const Ref stats = tensorArg(info, 9, op, "stats", mul(op, tokens, dims.queryHeads, 2) * F32);
-    hostOnly(op, {dq, dk, dv, influence, dOut, q, k, v, out, stats});
+    if (onDevice(op, {dq, dk, dv, influence, dOut, q, k, v, out, stats})) {
+#ifdef MOA_WITH_CUDA
+      cuda::attentionBackward(static_cast<float*>(dq.data), static_cast<float*>(dk.data), static_cast<float*>(dv.data),
+                              static_cast<float*>(influence.data), static_cast<const float*>(dOut.data),
+                              static_cast<const float*>(q.data), static_cast<const float*>(k.data),
+                              static_cast<const float*>(v.data), static_cast<const float*>(out.data),
+                              static_cast<const float*>(stats.data), cuSeqlens, sequences,
+                              {dims.queryHeads, dims.kvHeads, dims.headDim}, scale, blocks);
+#endif
+      return;
+    }
     cpu::attentionBackward(static_cast<float*>(dq.data), static_cast<float*>(dk.data), static_cast<float*>(dv.data),
                            static_cast<float*>(influence.data), static_cast<const float*>(dOut.data),
                            static_cast<const float*>(q.data), static_cast<const float*>(k.data),
@@ -169,7 +203,14 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
     const Ref dLogits = tensorArg(info, 1, op, "dLogits", mul(op, rows, vocab) * F32);
     const Ref logits = tensorArg(info, 2, op, "logits", mul(op, rows, vocab) * F32);
     const Ref targets = tensorArg(info, 3, op, "targets", static_cast<size_t>(rows) * 4);
-    hostOnly(op, {losses, dLogits, logits, targets});
+    if (onDevice(op, {losses, dLogits, logits, targets})) {
+#ifdef MOA_WITH_CUDA
+      cuda::crossEntropy(static_cast<float*>(losses.data), static_cast<float*>(dLogits.data),
+                         static_cast<const float*>(logits.data), static_cast<const int32_t*>(targets.data), rows, vocab,
+                         gradScale);
+#endif
+      return;
+    }
     cpu::crossEntropy(static_cast<float*>(losses.data), static_cast<float*>(dLogits.data),
                       static_cast<const float*>(logits.data), static_cast<const int32_t*>(targets.data), rows, vocab,
                       gradScale);

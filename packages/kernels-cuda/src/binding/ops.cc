@@ -14,23 +14,6 @@ namespace {
 
 constexpr size_t F32 = 4;
 
-// True when the op's tensors live on the GPU; mixing host and device storage is refused.
-bool onDevice(const std::string& op, std::initializer_list<Ref> refs) {
-  bool any = false;
-  bool all = true;
-  for (const Ref& ref : refs) {
-    if (ref.data == nullptr) continue;
-    any = any || ref.device;
-    all = all && ref.device;
-  }
-  if (any && !all) fail(op, "mixes host and device tensors");
-#ifndef MOA_WITH_CUDA
-  if (any) fail(op, "got device tensors, but this is the CPU addon");
-#endif
-  return any;
-}
-
-
 // Reads a MoaMask object ({ window, alpha, beta, blockSize, sinkTokens }) or null (dense).
 MaskRule maskArg(const Napi::CallbackInfo& info, size_t index, const std::string& op, int64_t queryHeads) {
   MaskRule mask;

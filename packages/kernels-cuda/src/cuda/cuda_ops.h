@@ -101,4 +101,26 @@ void kvAppend(const KvCache& cache, const float* k, const float* v, const int32_
 void attentionDecode(float* out, const float* q, const KvCache& cache, const int32_t* slots, const int32_t* seqLens,
                      int64_t batch, int64_t queryHeads, float scale, const MaskRule& mask);
 
+// ---- backward, for profiling (cpu/ops.h; activation gradients only) ----
+
+// dx = dy · w (+ dx) through cuBLAS; bf16 weights multiply dy split into bf16 hi + lo (backward_precision.cuh).
+void matmulBackward(float* dx, const float* dy, const void* w, DType wType, int64_t m, int64_t n, int64_t k,
+                    bool accumulate);
+void rmsNormBackward(float* dx, const float* dy, const float* x, const void* weight, DType weightType, int64_t rows,
+                     int64_t dim, float eps);
+void siluMulBackward(float* dGate, float* dUp, const float* dOut, const float* gate, const float* up, int64_t count);
+// Checks the targets on the host first (a small device-to-host copy) and throws std::out_of_range like the CPU.
+void crossEntropy(float* losses, float* dLogits, const float* logits, const int32_t* targets, int64_t rows,
+                  int64_t vocab, float gradScale);
+// Dense causal prefill over packed f32 sequences that also writes stats [T, Hq, 2] = (m, l) for
+// attentionBackward, with the backward's own score products. Head dims 64 and 128.
+void attentionPrefillStats(float* out, float* stats, const float* q, const float* k, const float* v,
+                           const int32_t* cuSeqlens, int64_t sequences, const AttentionDims& dims, float scale);
+// dq, dk, dv of dense causal attention, adding the block influence into influence (null: none). Head dims 64
+// and 128. Scratch linear in T (bf16 operand copies and one float per row and query head).
+void attentionBackward(float* dq, float* dk, float* dv, float* influence, const float* dOut, const float* q,
+                       const float* k, const float* v, const float* out, const float* stats,
+                       const int32_t* cuSeqlens, int64_t sequences, const AttentionDims& dims, float scale,
+                       int64_t blocks);
+
 }  // namespace moa::cuda

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "cuda/check.cuh"
+#include "cuda/cublas.cuh"
 #include "cuda/cuda_ops.h"
 #include "cuda/scratch.cuh"
 #include "cuda/widen.cuh"
@@ -157,6 +158,26 @@ __global__ void broadcastBiasKernel(float* out, const W* bias, int64_t m, int64_
 }
 
 }  // namespace
+
+void gemm(const std::string& op, const std::string& sizes, bool transA, int64_t m, int64_t n, int64_t k,
+          const void* a, int64_t lda, const void* b, int64_t ldb, GemmType type, float beta, float* c, int64_t ldc) {
+  constexpr int64_t kIntMax = 2147483647;
+  if (m > kIntMax || n > kIntMax || k > kIntMax) throw std::runtime_error(op + ": sizes exceed cuBLAS's int [" + sizes + "]");
+  Cublas& library = openCublas();
+  if (library.handle == nullptr) throw std::runtime_error(op + ": " + library.error);
+  const float alpha = 1.0f;
+  const int code = type == GemmType::BF16 ? kR16BF : type == GemmType::F16 ? kR16F : kR32F;
+  const int status = library.gemmEx(library.handle, transA ? kOpT : kOpN, kOpN, static_cast<int>(m),
+                                    static_cast<int>(n), static_cast<int>(k), &alpha, a, code, static_cast<int>(lda),
+                                    b, code, static_cast<int>(ldb), &beta, c, kR32F, static_cast<int>(ldc),
+                                    kCompute32F, kGemmDefault);
+  if (status != 0) {
+    cudaGetLastError();
+    const char* name = library.statusString != nullptr ? library.statusString(status) : "";
+    throw std::runtime_error(op + ": cuBLAS error " + std::to_string(status) + " (" + name + ") [" + sizes + "]");
+  }
+  checkLaunch(op, sizes);
+}
 
 std::string cublasStatus() {
   const Cublas& library = openCublas();

@@ -9,7 +9,8 @@
 
 namespace moa::cuda {
 
-enum class ScratchSlot : int { Params = 0, Half = 1, Partials = 2, Count = 3 };
+// Attention: the bf16 operand copies and per-row sums of attentionBackward and the stats prefill.
+enum class ScratchSlot : int { Params = 0, Half = 1, Partials = 2, Attention = 3, Count = 4 };
 
 // A device buffer of at least `bytes` for `slot`, reused across calls (its contents are not kept when it grows).
 void* scratch(ScratchSlot slot, size_t bytes, const std::string& op);

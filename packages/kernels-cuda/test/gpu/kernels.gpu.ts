@@ -476,3 +476,340 @@ describe("errors and memory", () => {
     );
   });
 });
+
+// ---- the profiling backward (DESIGN.md: Attention influence): every op on the GPU against the CPU reference ----
+
+/** Prints a measured error into the suite's log, so a run records the numbers its limits were checked against. */
+function report(what: string, d: Difference): void {
+  console.log(`  ${what}: ‖Δ‖/‖ref‖ ${d.relative.toExponential(2)}, max |Δ| ${d.maxAbs.toExponential(2)}`);
+}
+
+describe("backward ops (profiling) against the CPU reference", () => {
+  for (const [m, n, k] of [
+    [1, 1, 1],
+    [37, 80, 96],
+    [300, 1000, 257],
+    [1025, 384, 1024],
+  ] as const) {
+    for (const dtype of ["bf16", "f16", "f32"] as const) {
+      it(`matmulBackward ${m}×${n}×${k}, ${dtype} weights, overwrite and accumulate, gradients of 1e-7`, () => {
+        const wValues = random(n * k, -0.1, 0.1);
+        const wData = dtype === "bf16" ? toBf16Bits(wValues) : dtype === "f16" ? toF16Bits(wValues) : wValues;
+        // Gradients spanning magnitudes, some far below f16's normal range.
+        const dy = random(m * n).map((value, i) => value * (i % 3 === 0 ? 1e-7 : 1));
+        const start = random(m * k);
+        for (const accumulate of [false, true]) {
+          const dx = cuda.fromHost(
+            "f32",
+            [m, k],
+            accumulate ? start : new Float32Array(m * k).fill(Number.NaN),
+          );
+          cuda.matmulBackward(
+            dx,
+            cuda.fromHost("f32", [m, n], dy),
+            cuda.fromHost(dtype, [n, k], wData),
+            accumulate,
+          );
+          const ref = cpu.fromHost("f32", [m, k], start);
+          cpu.matmulBackward(
+            ref,
+            cpu.fromHost("f32", [m, n], dy),
+            cpu.fromHost(dtype, [n, k], wData),
+            accumulate,
+          );
+          const d = difference(host(cuda, dx), host(cpu, ref));
+          report(`matmulBackward ${m}×${n}×${k} ${dtype}${accumulate ? " accumulate" : ""}`, d);
+          assertClose(host(cuda, dx), host(cpu, ref), 1e-4, `matmulBackward ${m}×${n}×${k} ${dtype}`);
+        }
+      });
+    }
+  }
+
+  for (const [rows, dim] of [
+    [1, 1],
+    [7, 300],
+    [130, 4096],
+  ] as const) {
+    it(`rmsNormBackward, siluMulBackward on ${rows}×${dim}`, () => {
+      const x = random(rows * dim, -3, 3);
+      const dy = random(rows * dim);
+      const w = toBf16Bits(random(dim));
+      const dx = poisoned([rows, dim]);
+      cuda.rmsNormBackward(
+        dx,
+        cuda.fromHost("f32", [rows, dim], dy),
+        cuda.fromHost("f32", [rows, dim], x),
+        cuda.fromHost("bf16", [dim], w),
+        1e-5,
+      );
+      const dxRef = cpu.empty("f32", [rows, dim]);
+      cpu.rmsNormBackward(
+        dxRef,
+        cpu.fromHost("f32", [rows, dim], dy),
+        cpu.fromHost("f32", [rows, dim], x),
+        cpu.fromHost("bf16", [dim], w),
+        1e-5,
+      );
+      report(`rmsNormBackward ${rows}×${dim}`, difference(host(cuda, dx), host(cpu, dxRef)));
+      assertClose(host(cuda, dx), host(cpu, dxRef), 1e-5, "rmsNormBackward");
+
+      const gate = random(rows * dim, -8, 8);
+      const dGate = poisoned([rows, dim]);
+      const dUp = poisoned([rows, dim]);
+      cuda.siluMulBackward(
+        dGate,
+        dUp,
+        cuda.fromHost("f32", [rows, dim], dy),
+        cuda.fromHost("f32", [rows, dim], gate),
+        cuda.fromHost("f32", [rows, dim], x),
+      );
+      const dGateRef = cpu.empty("f32", [rows, dim]);
+      const dUpRef = cpu.empty("f32", [rows, dim]);
+      cpu.siluMulBackward(
+        dGateRef,
+        dUpRef,
+        cpu.fromHost("f32", [rows, dim], dy),
+        cpu.fromHost("f32", [rows, dim], gate),
+        cpu.fromHost("f32", [rows, dim], x),
+      );
+      assertClose(host(cuda, dGate), host(cpu, dGateRef), 1e-5, "siluMulBackward dGate");
+      assertClose(host(cuda, dUp), host(cpu, dUpRef), 1e-5, "siluMulBackward dUp");
+    });
+  }
+
+  for (const [rows, vocab] of [
+    [1, 7],
+    [5, 1000],
+    [33, 32001],
+  ] as const) {
+    it(`crossEntropy ${rows}×${vocab}: losses and dLogits, a nearly certain target included`, () => {
+      const logits = random(rows * vocab, -10, 10);
+      const targets = Int32Array.from({ length: rows }, (_, r) => (r * 7919 + 3) % vocab);
+      // Row 0's target gets a logit far above the rest (1 − p ≈ 1e-5 or less).
+      logits[targets[0]!] = 40;
+      const losses = poisoned([rows]);
+      const dLogits = poisoned([rows, vocab]);
+      cuda.crossEntropy(
+        losses,
+        dLogits,
+        cuda.fromHost("f32", [rows, vocab], logits),
+        cuda.fromHost("i32", [rows], targets),
+        1 / rows,
+      );
+      const lossesRef = cpu.empty("f32", [rows]);
+      const dLogitsRef = cpu.empty("f32", [rows, vocab]);
+      cpu.crossEntropy(
+        lossesRef,
+        dLogitsRef,
+        cpu.fromHost("f32", [rows, vocab], logits),
+        cpu.fromHost("i32", [rows], targets),
+        1 / rows,
+      );
+      const d = difference(host(cuda, losses), host(cpu, lossesRef));
+      report(`crossEntropy ${rows}×${vocab} losses`, d);
+      assertClose(host(cuda, losses), host(cpu, lossesRef), 1e-6, "crossEntropy losses");
+      assertClose(host(cuda, dLogits), host(cpu, dLogitsRef), 1e-6, "crossEntropy dLogits");
+    });
+  }
+
+  it("crossEntropy rejects a target outside the vocabulary with the op's name", () => {
+    assert.throws(
+      () =>
+        cuda.crossEntropy(
+          cuda.empty("f32", [2]),
+          cuda.empty("f32", [2, 5]),
+          cuda.empty("f32", [2, 5]),
+          cuda.fromHost("i32", [2], Int32Array.of(1, 5)),
+          1,
+        ),
+      /crossEntropy: targets\[1\] = 5 is outside the vocabulary \[0, 5\)/,
+    );
+  });
+});
+
+interface AttentionCase {
+  name: string;
+  lengths: number[];
+  hq: number;
+  hkv: number;
+  d: number;
+}
+
+const ATTENTION_CASES: AttentionCase[] = [
+  { name: "head 64, GQA 6/2, mixed lengths", lengths: [1, 63, 64, 65, 200, 700], hq: 6, hkv: 2, d: 64 },
+  { name: "head 128, GQA 32/8, one sequence of 1000", lengths: [1000], hq: 32, hkv: 8, d: 128 },
+  { name: "head 128, GQA 8/2, 2100 + 77 tokens", lengths: [2100, 77], hq: 8, hkv: 2, d: 128 },
+  { name: "head 64, MHA 4/4, 1500 tokens", lengths: [1500], hq: 4, hkv: 4, d: 64 },
+  { name: "head 32 (CPU path on the CUDA backend), MHA 4/4", lengths: [100, 37], hq: 4, hkv: 4, d: 32 },
+];
+
+function cuSeqlensOf(lengths: number[]): Int32Array {
+  const cu = new Int32Array(lengths.length + 1);
+  for (let i = 0; i < lengths.length; i++) cu[i + 1] = cu[i]! + lengths[i]!;
+  return cu;
+}
+
+/**
+ * Worst relative error over the causal blocks above `floor` of their head's total, and the number checked.
+ * influence is [sequences, heads, nb, nb].
+ */
+function influenceError(
+  got: Float32Array,
+  want: Float32Array,
+  sequences: number,
+  heads: number,
+  nb: number,
+  floor: number,
+): { worst: number; checked: number } {
+  let worst = 0;
+  let checked = 0;
+  for (let head = 0; head < sequences * heads; head++) {
+    let total = 0;
+    for (let i = 0; i < nb * nb; i++) total += want[head * nb * nb + i]!;
+    for (let i = 0; i < nb * nb; i++) {
+      const value = want[head * nb * nb + i]!;
+      if (value <= floor * total) continue;
+      worst = Math.max(worst, Math.abs(got[head * nb * nb + i]! - value) / value);
+      checked++;
+    }
+  }
+  return { worst, checked };
+}
+
+describe("profiling attention (stats prefill + attentionBackward with influence) against the CPU reference", () => {
+  for (const c of ATTENTION_CASES) {
+    it(`${c.name}: out and stats, dq/dk/dv, influence added to what is there`, () => {
+      const tokens = c.lengths.reduce((a, b) => a + b, 0);
+      const cu = cuSeqlensOf(c.lengths);
+      const sequences = c.lengths.length;
+      // Wide scores (std ≈ 3): rows with an entry above 1/2 (the dominant-entry path) are common.
+      const q = random(tokens * c.hq * c.d, -3, 3);
+      const k = random(tokens * c.hkv * c.d, -3, 3);
+      const v = random(tokens * c.hkv * c.d);
+      const dOut = random(tokens * c.hq * c.d);
+      const scale = 1 / Math.sqrt(c.d);
+      const qShape = [tokens, c.hq, c.d];
+      const kvShape = [tokens, c.hkv, c.d];
+      // One spare block per side: entries outside the causal blocks must stay as they are.
+      const nb = Math.ceil(Math.max(...c.lengths) / 64) + 1;
+      const start = random(sequences * c.hq * nb * nb, 0, 1e-3);
+
+      const run = (b: Backend, poison: boolean) => {
+        const make = (shape: number[]) => (poison ? poisoned(shape) : b.empty("f32", shape));
+        const qt = b.fromHost("f32", qShape, q);
+        const kt = b.fromHost("f32", kvShape, k);
+        const vt = b.fromHost("f32", kvShape, v);
+        const out = make(qShape);
+        const stats = make([tokens, c.hq, 2]);
+        b.attentionPrefill(out, qt, kt, vt, cu, scale, undefined, stats);
+        const dq = make(qShape);
+        const dk = make(kvShape);
+        const dv = make(kvShape);
+        const influence = b.fromHost("f32", [sequences, c.hq, nb, nb], start);
+        b.attentionBackward(
+          dq,
+          dk,
+          dv,
+          b.fromHost("f32", qShape, dOut),
+          qt,
+          kt,
+          vt,
+          out,
+          stats,
+          cu,
+          scale,
+          influence,
+        );
+        return [out, stats, dq, dk, dv, influence].map((t) => host(b, t)) as [
+          Float32Array,
+          Float32Array,
+          Float32Array,
+          Float32Array,
+          Float32Array,
+          Float32Array,
+        ];
+      };
+      const [out, stats, dq, dk, dv, influence] = run(cuda, true);
+      const [outRef, statsRef, dqRef, dkRef, dvRef, influenceRef] = run(cpu, false);
+      for (const [what, got, want, limit] of [
+        ["out", out, outRef, 1e-4],
+        ["stats", stats, statsRef, 1e-5],
+        ["dq", dq, dqRef, 1e-2],
+        ["dk", dk, dkRef, 1e-2],
+        ["dv", dv, dvRef, 1e-2],
+      ] as const) {
+        report(`${c.name} ${what}`, difference(got, want));
+        assertClose(got, want, limit, `${c.name} ${what}`);
+      }
+      // Outside the causal blocks of each sequence the influence is exactly what it was.
+      for (let s = 0; s < sequences; s++) {
+        const blocks = Math.ceil(c.lengths[s]! / 64);
+        for (let h = 0; h < c.hq; h++) {
+          for (let qb = 0; qb < nb; qb++) {
+            for (let kb = 0; kb < nb; kb++) {
+              if (kb <= qb && qb < blocks) continue;
+              const index = ((s * c.hq + h) * nb + qb) * nb + kb;
+              assert.equal(influence[index], start[index], `influence[${s}, ${h}, ${qb}, ${kb}] changed`);
+            }
+          }
+        }
+      }
+      const added = influence.map((value, i) => value - start[i]!);
+      const addedRef = influenceRef.map((value, i) => value - start[i]!);
+      const { worst, checked } = influenceError(added, addedRef, sequences, c.hq, nb, 1e-4);
+      console.log(
+        `  ${c.name} influence: worst relative error ${worst.toExponential(2)} over ${checked} blocks > 1e-4 of the head's total`,
+      );
+      assert.ok(checked > 0);
+      assert.ok(worst < 0.02, `${c.name}: influence off by ${worst} on a block above 1e-4 of its head`);
+    });
+  }
+
+  it("attentionBackward at 32768 tokens (32/8 heads, head 128) allocates only memory linear in the tokens", () => {
+    const backend = cuda as Backend & { memoryInfo(): { free: number }; releaseScratch(): void };
+    const [tokens, hq, hkv, d] = [32768, 32, 8, 128];
+    const qShape = [tokens, hq, d];
+    const kvShape = [tokens, hkv, d];
+    const fill = (shape: number[], lo: number, hi: number) =>
+      cuda.fromHost(
+        "f32",
+        shape,
+        random(
+          shape.reduce((a, b) => a * b, 1),
+          lo,
+          hi,
+        ),
+      );
+    const q = fill(qShape, -1, 1);
+    const k = fill(kvShape, -1, 1);
+    const v = fill(kvShape, -1, 1);
+    const dOut = fill(qShape, -1, 1);
+    const out = cuda.empty("f32", qShape);
+    const stats = cuda.empty("f32", [tokens, hq, 2]);
+    const dq = cuda.empty("f32", qShape);
+    const dk = cuda.empty("f32", kvShape);
+    const dv = cuda.empty("f32", kvShape);
+    const nb = tokens / 64;
+    const influence = cuda.empty("f32", [1, hq, nb, nb]);
+    backend.releaseScratch();
+    backend.synchronize();
+    const before = backend.memoryInfo().free;
+    const cu = Int32Array.of(0, tokens);
+    cuda.attentionPrefill(out, q, k, v, cu, 1 / Math.sqrt(d), undefined, stats);
+    cuda.attentionBackward(dq, dk, dv, dOut, q, k, v, out, stats, cu, 1 / Math.sqrt(d), influence);
+    backend.synchronize();
+    const used = before - backend.memoryInfo().free;
+    // bf16 hi + lo of q, k, v, dO, one float per (token, query head), the task list, and allocator rounding.
+    const linear = 2 * 2 * (2 * tokens * hq * d + 2 * tokens * hkv * d) + 4 * tokens * hq + 64 * 2 ** 20;
+    const matrix = 4 * tokens * tokens;
+    console.log(
+      `  attentionBackward n=${tokens}: ${(used / 2 ** 20).toFixed(0)} MiB of scratch (linear bound ${(linear / 2 ** 20).toFixed(0)} MiB; one n×n f32 matrix is ${(matrix / 2 ** 20).toFixed(0)} MiB)`,
+    );
+    assert.ok(used <= linear, `attentionBackward took ${used} bytes, more than the linear ${linear}`);
+    const values = host(cuda, influence);
+    assert.ok(values.every(Number.isFinite));
+    assert.ok(values[(hq - 1) * nb * nb + (nb - 1) * nb]! > 0);
+    for (const t of [q, k, v, dOut, out, stats, dq, dk, dv, influence]) cuda.free(t);
+    backend.releaseScratch();
+  });
+});

@@ -10,9 +10,18 @@ import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 import { type ElasticRule, makePlan } from "@moa/core";
 import { loadBackend } from "@moa/kernels-cuda";
+import { profileInfluence } from "../../src/backward.js";
 import { loadModel } from "../../src/load.js";
 import { Sampler } from "../../src/sampling.js";
 import { fixtureDir, MODEL_NAMES, referenceVectors } from "../fixtures.js";
+
+interface InfluenceVectors {
+  input_ids: number[];
+  response_start: number;
+  loss: number;
+  /** [layer][head][query block][key block]. */
+  block_influence: number[][][][];
+}
 
 const GREEDY_MODELS = new Set(["moa-nano", "moa-tiny"]);
 
@@ -153,4 +162,81 @@ describe("MoA on CUDA equals MoA on the CPU reference", () => {
     summary.push(`  free device memory before/after 3 load+dispose cycles: ${before} / ${after} bytes`);
     assert.ok(before - after < 64 * 2 ** 20, `free memory fell by ${before - after} bytes`);
   });
+});
+
+/**
+ * The profiler on CUDA (every op on the GPU: bf16 GEMM inputs in the forward as on every CUDA forward, the
+ * backward's products split into bf16 hi + lo) against transformers' fp32 influence vectors. Acceptance: the
+ * loss, and every block above 1e-4 of its head's total within 2%. The heads fixtures/README.md names as holding
+ * entries with 1 − A_ij < 1e-4 (moa-nano layer 2, heads 0–1) divide by that difference; their worst error is
+ * reported on its own (the CPU reference is held to 20% there too). The single-rounding mode
+ * (MOA_CUDA_BACKWARD_PRECISION=bf16) is measured beside it for the record.
+ */
+describe("profileInfluence on CUDA matches transformers' influence", () => {
+  const ILL_CONDITIONED: Record<string, [number, number][]> = {
+    "moa-nano": [
+      [2, 0],
+      [2, 1],
+    ],
+    "moa-tiny": [],
+  };
+  for (const name of ["moa-nano", "moa-tiny"] as const) {
+    it(`${name}: loss, and blocks above 1e-4 of each head's total within 2%`, async () => {
+      const all = referenceVectors() as unknown as { influence: Record<string, InfluenceVectors> };
+      const reference = all.influence[name]!;
+      const model = await loadModel(fixtureDir(name), { backend: "cuda" });
+      try {
+        const { layers, heads } = model.config;
+        const measure = (mode: "split" | "bf16") => {
+          const previous = process.env.MOA_CUDA_BACKWARD_PRECISION;
+          process.env.MOA_CUDA_BACKWARD_PRECISION = mode;
+          try {
+            profileInfluence(model, reference.input_ids, reference.response_start); // warm-up
+            const started = performance.now();
+            const profile = profileInfluence(model, reference.input_ids, reference.response_start);
+            const ms = performance.now() - started;
+            let worst = 0;
+            let worstIll = 0;
+            let checked = 0;
+            for (let l = 0; l < layers; l++) {
+              for (let h = 0; h < heads; h++) {
+                const ill = ILL_CONDITIONED[name]!.some(([layer, head]) => layer === l && head === h);
+                const expected = reference.block_influence[l]![h]!;
+                let total = 0;
+                for (const row of expected) for (const value of row) total += value;
+                for (let qb = 0; qb < profile.blocks; qb++) {
+                  for (let kb = 0; kb <= qb; kb++) {
+                    const want = expected[qb]![kb]!;
+                    if (want <= 1e-4 * total) continue;
+                    const got =
+                      profile.influence[((l * heads + h) * profile.blocks + qb) * profile.blocks + kb]!;
+                    const relative = Math.abs(got - want) / want;
+                    if (ill) worstIll = Math.max(worstIll, relative);
+                    else worst = Math.max(worst, relative);
+                    checked++;
+                  }
+                }
+              }
+            }
+            const lossDiff = Math.abs(profile.loss - reference.loss);
+            summary.push(
+              `  ${name.padEnd(10)} influence (${mode}): loss ${profile.loss.toFixed(6)} vs ${reference.loss.toFixed(6)} (|Δ| ${lossDiff.toExponential(2)}), worst block ${(100 * worst).toFixed(3)}% over ${checked} blocks > 1e-4 of the head${ILL_CONDITIONED[name]!.length > 0 ? `, ill-conditioned heads ${(100 * worstIll).toFixed(2)}%` : ""}, ${reference.input_ids.length} tokens in ${ms.toFixed(0)} ms`,
+            );
+            return { worst, worstIll, lossDiff, checked };
+          } finally {
+            if (previous === undefined) delete process.env.MOA_CUDA_BACKWARD_PRECISION;
+            else process.env.MOA_CUDA_BACKWARD_PRECISION = previous;
+          }
+        };
+        measure("bf16");
+        const result = measure("split");
+        assert.ok(result.checked > layers * heads);
+        assert.ok(result.lossDiff < 2e-2, `${name}: loss off by ${result.lossDiff}`);
+        assert.ok(result.worst < 0.02, `${name}: a block is off by ${(100 * result.worst).toFixed(3)}%`);
+        assert.ok(result.worstIll < 0.2, `${name}: an ill-conditioned block is off by ${result.worstIll}`);
+      } finally {
+        model.dispose();
+      }
+    });
+  }
 });

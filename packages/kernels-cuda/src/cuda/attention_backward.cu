@@ -1,0 +1,904 @@
+// The profiling attention on the GPU (same arguments and definitions as src/cpu/attention_backward.cc and the
+// stats path of src/cpu/attention_prefill.cc): a dense causal prefill that also writes each row's softmax
+// statistics (m, l), and the backward that writes dq, dk, dv and adds the MoA influence Σ|E_ij| of every causal
+// 64×64 block. Read the header of the CPU reference first: this is the same algorithm, on tensor cores.
+//
+// Why not the forward prefill kernel with a stats output: the backward recomputes P = e^(x − m)/l from its own
+// scores, and the influence divides by 1 − P and subtracts D_i = dO_i·O_i from dP_ij, so x, O and dP must be
+// consistent with each other to well below bf16's 2⁻⁹. Both kernels here compute x the same way and, by
+// default, carry every fp32 operand of x = q·k, dP = dO·v and O = P·v as two bf16 halves (hi = bf16(a),
+// lo = bf16(a − hi); a·b ≈ hi·hi + hi·lo + lo·hi, three mma.sync), about fp32 precision
+// (backward_precision.cuh; MOA_CUDA_BACKWARD_PRECISION=bf16 rounds each operand once instead, to measure the
+// difference). The gradient products dq = dS·k, dk = dSᵀ·q and dv = Pᵀ·dO round dS, P and the operand once
+// (bf16, fp32 accumulation): their errors average out over the sum and feed only the layers below.
+//
+// Layout of the work (FlashAttention-2 style, nothing T×T is stored, memory linear in T):
+//   0. the fp32 operands are split into bf16 hi/lo copies once per call (scratch), so every tile after that is
+//      a cp.async copy, double-buffered against the products;
+//   F. forward: a CTA of 4 warps owns 64 query rows of a query head (16 rows per warp), walks the key tiles up
+//      to the diagonal with the online softmax, writes O and (m, l);
+//   A. query-major backward: a CTA owns 64 query rows of a query head: D_i = dO_i·O_i (kept for pass B), then
+//      per key tile S, dP, dS = P(dP − D), dq += dS·k, and the influence row of blocks (query tile, ·) — which
+//      only this CTA writes, so the sums need no atomics: each tile's block sum is reduced in a fixed order and
+//      added by one thread, and the dominant entry of each row (P > 1/2, evaluated at the row's end from the
+//      other entries' sums, exactly as the CPU reference does) is added last, row by row;
+//   B. key-major backward: a CTA owns 64 keys of a KV head and walks the group's query heads and the query
+//      tiles from the diagonal on: dk and dv summed over the group in registers, written once.
+// Every sum has a fixed order, so results are deterministic. CTAs are ordered longest first.
+//
+// Head dims 64 and 128 (the TypeScript backend stages other head dims through the CPU reference).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cuda/attention_common.cuh"
+#include "cuda/backward_precision.cuh"
+#include "cuda/check.cuh"
+#include "cuda/cuda_ops.h"
+#include "cuda/mma.cuh"
+#include "cuda/scratch.cuh"
+
+namespace moa::cuda {
+namespace {
+
+constexpr int kTile = 64;  // query rows or keys per CTA and per tile; = the influence block size B
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr float kEps = FLT_EPSILON;
+
+struct Task {
+  int32_t seqStart;
+  int32_t n;
+  int32_t tile;      // query tile (F, A) or key tile (B) within the sequence
+  int32_t head;      // query head (F, A) or KV head (B)
+  int32_t sequence;  // index into influence
+  int32_t pad[3];
+};
+
+struct Params {
+  // bf16 copies [T, heads, D]; the lo halves are null without the split.
+  const __nv_bfloat16* qHi;
+  const __nv_bfloat16* qLo;
+  const __nv_bfloat16* kHi;
+  const __nv_bfloat16* kLo;
+  const __nv_bfloat16* vHi;
+  const __nv_bfloat16* vLo;
+  const __nv_bfloat16* dOHi;
+  const __nv_bfloat16* dOLo;
+  const float* out;    // O, fp32 [T, Hq, D] (backward)
+  const float* dOut;   // dO, fp32 [T, Hq, D] (backward)
+  const float* stats;  // [T, Hq, 2] (backward)
+  float* outF;         // O (forward)
+  float* statsOut;     // (forward)
+  float* dq;
+  float* dk;
+  float* dv;
+  float* influence;  // [sequences, Hq, blocks, blocks] or null
+  float* delta;      // [T, Hq]: D_i, written by pass A, read by pass B
+  const Task* tasks;
+  int queryHeads;
+  int kvHeads;
+  int64_t blocks;
+  float scale;
+  float scaleLog2;
+};
+
+// hi = bf16(x), lo = bf16(x − hi) (lo null: hi only).
+__global__ void splitKernel(__nv_bfloat16* hi, __nv_bfloat16* lo, const float* x, int64_t count) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float value = x[i];
+    const __nv_bfloat16 rounded = __float2bfloat16_rn(value);
+    hi[i] = rounded;
+    if (lo != nullptr) lo[i] = __float2bfloat16_rn(value - __bfloat162float(rounded));
+  }
+}
+
+// Stages rows [row0, row0 + 64) (sequence-relative; rows ≥ n are zero) of head `head` of a bf16 [T, heads, D]
+// tensor into a swizzled tile.
+template <int D>
+__device__ __forceinline__ void stage(uint4* tile, const __nv_bfloat16* base, int64_t seqStart, int n, int row0,
+                                      int heads, int head) {
+  constexpr int kChunks = D / 8;
+  for (int c = threadIdx.x; c < kTile * kChunks; c += kThreads) {
+    const int row = c / kChunks;
+    const int chunk = c % kChunks;
+    const int r = row0 + row;
+    const bool valid = r < n;
+    const __nv_bfloat16* src = base + ((seqStart + (valid ? r : 0)) * heads + head) * static_cast<int64_t>(D) + chunk * 8;
+    cpAsync16(smemAddress(tile + chunkOffset<D>(row, chunk)), src, valid);
+  }
+}
+
+// c[16 × 64] += a[this warp's 16 rows] · b[64 rows]ᵀ over D: the score-shaped products (S = q·kᵀ, dP = dO·vᵀ
+// and their transposes). With SPLIT, a and b are hi/lo pairs and three products are summed.
+template <int D, bool SPLIT>
+__device__ __forceinline__ void productNT(float (&c)[8][4], const uint4* aHi, const uint4* aLo, const uint4* bHi,
+                                          const uint4* bLo, int warp, int lane) {
+#pragma unroll
+  for (int step = 0; step < D / 16; ++step) {
+    uint32_t ah[4];
+    uint32_t al[4];
+    const int aRow = warp * 16 + (lane % 16);
+    ldmatrixX4(ah, smemAddress(aHi + chunkOffset<D>(aRow, 2 * step + lane / 16)));
+    if constexpr (SPLIT) ldmatrixX4(al, smemAddress(aLo + chunkOffset<D>(aRow, 2 * step + lane / 16)));
+#pragma unroll
+    for (int pair = 0; pair < 4; ++pair) {
+      const int bRow = pair * 16 + (lane % 8) + (lane / 16) * 8;
+      const int bChunk = 2 * step + (lane / 8) % 2;
+      uint32_t bh[4];
+      ldmatrixX4(bh, smemAddress(bHi + chunkOffset<D>(bRow, bChunk)));
+      if constexpr (SPLIT) {
+        uint32_t bl[4];
+        ldmatrixX4(bl, smemAddress(bLo + chunkOffset<D>(bRow, bChunk)));
+        mma16816(c[2 * pair], al, bh[0], bh[1]);
+        mma16816(c[2 * pair + 1], al, bh[2], bh[3]);
+        mma16816(c[2 * pair], ah, bl[0], bl[1]);
+        mma16816(c[2 * pair + 1], ah, bl[2], bl[3]);
+      }
+      mma16816(c[2 * pair], ah, bh[0], bh[1]);
+      mma16816(c[2 * pair + 1], ah, bh[2], bh[3]);
+    }
+  }
+}
+
+__device__ __forceinline__ void splitPack(float x0, float x1, uint32_t& hi, uint32_t& lo) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
+  hi = *reinterpret_cast<const uint32_t*>(&h);
+  lo = packBf16(x0 - __low2float(h), x1 - __high2float(h));
+}
+
+// o[16 × D] += p[16 × 64] · b[64 rows × D]: p in the accumulator layout of productNT, which is the A-fragment
+// layout of this product. With SPLIT, p and b are split into hi/lo (three products).
+template <int D, bool SPLIT>
+__device__ __forceinline__ void productNN(float (&o)[D / 8][4], const float (&p)[8][4], const uint4* bHi,
+                                          const uint4* bLo, int lane) {
+#pragma unroll
+  for (int step = 0; step < kTile / 16; ++step) {
+    uint32_t ah[4];
+    uint32_t al[4];
+    if constexpr (SPLIT) {
+      splitPack(p[2 * step][0], p[2 * step][1], ah[0], al[0]);
+      splitPack(p[2 * step][2], p[2 * step][3], ah[1], al[1]);
+      splitPack(p[2 * step + 1][0], p[2 * step + 1][1], ah[2], al[2]);
+      splitPack(p[2 * step + 1][2], p[2 * step + 1][3], ah[3], al[3]);
+    } else {
+      ah[0] = packBf16(p[2 * step][0], p[2 * step][1]);
+      ah[1] = packBf16(p[2 * step][2], p[2 * step][3]);
+      ah[2] = packBf16(p[2 * step + 1][0], p[2 * step + 1][1]);
+      ah[3] = packBf16(p[2 * step + 1][2], p[2 * step + 1][3]);
+    }
+#pragma unroll
+    for (int pair = 0; pair < D / 16; ++pair) {
+      const int row = step * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
+      uint32_t bh[4];
+      ldmatrixX4Trans(bh, smemAddress(bHi + chunkOffset<D>(row, 2 * pair + lane / 16)));
+      if constexpr (SPLIT) {
+        uint32_t bl[4];
+        ldmatrixX4Trans(bl, smemAddress(bLo + chunkOffset<D>(row, 2 * pair + lane / 16)));
+        mma16816(o[2 * pair], al, bh[0], bh[1]);
+        mma16816(o[2 * pair + 1], al, bh[2], bh[3]);
+        mma16816(o[2 * pair], ah, bl[0], bl[1]);
+        mma16816(o[2 * pair + 1], ah, bl[2], bl[3]);
+      }
+      mma16816(o[2 * pair], ah, bh[0], bh[1]);
+      mma16816(o[2 * pair + 1], ah, bh[2], bh[3]);
+    }
+  }
+}
+
+template <int D>
+__device__ __forceinline__ void zero(float (&c)[D / 8][4]) {
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) c[j][0] = c[j][1] = c[j][2] = c[j][3] = 0.0f;
+}
+
+template <int D>
+__host__ __device__ constexpr int tileChunks() {
+  return kTile * D / 8;  // uint4 per bf16 tile
+}
+
+// ---- F: forward with statistics ----
+
+template <int D, bool SPLIT>
+__global__ void __launch_bounds__(kThreads, 1) forwardKernel(Params p) {
+  constexpr int kT = tileChunks<D>();
+  constexpr int kHalves = SPLIT ? 2 : 1;
+  extern __shared__ uint4 shared[];
+  uint4* qTile = shared;                      // [halves]
+  uint4* kTiles = qTile + kHalves * kT;       // [2 stages][halves]
+  uint4* vTiles = kTiles + 2 * kHalves * kT;  // [2 stages][halves]
+
+  const Task task = p.tasks[blockIdx.x];
+  const int h = task.head;
+  const int g = h / (p.queryHeads / p.kvHeads);
+  const int n = task.n;
+  const int q0 = task.tile * kTile;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+
+  stage<D>(qTile, p.qHi, task.seqStart, n, q0, p.queryHeads, h);
+  if constexpr (SPLIT) stage<D>(qTile + kT, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
+  auto stageKeys = [&](int stageIndex, int k0) {
+    uint4* kt = kTiles + stageIndex * kHalves * kT;
+    uint4* vt = vTiles + stageIndex * kHalves * kT;
+    stage<D>(kt, p.kHi, task.seqStart, n, k0, p.kvHeads, g);
+    stage<D>(vt, p.vHi, task.seqStart, n, k0, p.kvHeads, g);
+    if constexpr (SPLIT) {
+      stage<D>(kt + kT, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
+      stage<D>(vt + kT, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
+    }
+  };
+  stageKeys(0, 0);
+  cpAsyncCommit();
+
+  const int rowA = q0 + warp * 16 + lane / 4;
+  const int rowB = rowA + 8;
+  float o[D / 8][4];
+  zero<D>(o);
+  float mA = -INFINITY;
+  float mB = -INFINITY;
+  float lA = 0.0f;
+  float lB = 0.0f;
+
+  for (int kt = 0; kt <= task.tile; ++kt) {
+    cpAsyncWaitAll();
+    __syncthreads();
+    const int stageIndex = kt & 1;
+    if (kt < task.tile) {
+      stageKeys(stageIndex ^ 1, (kt + 1) * kTile);
+      cpAsyncCommit();
+    }
+    const uint4* kt0 = kTiles + stageIndex * kHalves * kT;
+    const uint4* vt0 = vTiles + stageIndex * kHalves * kT;
+    const int k0 = kt * kTile;
+
+    float s[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+    productNT<D, SPLIT>(s, qTile, qTile + kT, kt0, kt0 + kT, warp, lane);
+
+    const bool diagonal = kt == task.tile;
+    float tileMaxA = -INFINITY;
+    float tileMaxB = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        float value = s[j][c] * p.scaleLog2;
+        if (diagonal) {
+          const int key = k0 + 8 * j + 2 * (lane % 4) + (c & 1);
+          if (key > (c < 2 ? rowA : rowB)) value = -INFINITY;
+        }
+        s[j][c] = value;
+      }
+      tileMaxA = fmaxf(tileMaxA, fmaxf(s[j][0], s[j][1]));
+      tileMaxB = fmaxf(tileMaxB, fmaxf(s[j][2], s[j][3]));
+    }
+    for (int offset = 1; offset < 4; offset <<= 1) {
+      tileMaxA = fmaxf(tileMaxA, __shfl_xor_sync(0xffffffffu, tileMaxA, offset));
+      tileMaxB = fmaxf(tileMaxB, __shfl_xor_sync(0xffffffffu, tileMaxB, offset));
+    }
+    const float newA = fmaxf(mA, tileMaxA);
+    const float newB = fmaxf(mB, tileMaxB);
+    const float shiftA = newA == -INFINITY ? 0.0f : newA;
+    const float shiftB = newB == -INFINITY ? 0.0f : newB;
+    const float corrA = exp2f(mA - shiftA);
+    const float corrB = exp2f(mB - shiftB);
+    mA = newA;
+    mB = newB;
+    float sumA = 0.0f;
+    float sumB = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      s[j][0] = exp2f(s[j][0] - shiftA);
+      s[j][1] = exp2f(s[j][1] - shiftA);
+      s[j][2] = exp2f(s[j][2] - shiftB);
+      s[j][3] = exp2f(s[j][3] - shiftB);
+      sumA += s[j][0] + s[j][1];
+      sumB += s[j][2] + s[j][3];
+    }
+    lA = lA * corrA + sumA;
+    lB = lB * corrB + sumB;
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) {
+      o[j][0] *= corrA;
+      o[j][1] *= corrA;
+      o[j][2] *= corrB;
+      o[j][3] *= corrB;
+    }
+    productNN<D, SPLIT>(o, s, vt0, vt0 + kT, lane);
+  }
+
+  for (int offset = 1; offset < 4; offset <<= 1) {
+    lA += __shfl_xor_sync(0xffffffffu, lA, offset);
+    lB += __shfl_xor_sync(0xffffffffu, lB, offset);
+  }
+  const float invA = 1.0f / lA;
+  const float invB = 1.0f / lB;
+  const int64_t rowStride = static_cast<int64_t>(p.queryHeads) * D;
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) {
+    const int col = 8 * j + 2 * (lane % 4);
+    if (rowA < n) {
+      *reinterpret_cast<float2*>(p.outF + (task.seqStart + rowA) * rowStride + h * D + col) =
+          make_float2(o[j][0] * invA, o[j][1] * invA);
+    }
+    if (rowB < n) {
+      *reinterpret_cast<float2*>(p.outF + (task.seqStart + rowB) * rowStride + h * D + col) =
+          make_float2(o[j][2] * invB, o[j][3] * invB);
+    }
+  }
+  if (lane % 4 == 0) {
+    // m in the units of the scaled scores (the contract's), l = Σ e^(x − m).
+    if (rowA < n) {
+      *reinterpret_cast<float2*>(p.statsOut + ((task.seqStart + rowA) * static_cast<int64_t>(p.queryHeads) + h) * 2) =
+          make_float2(mA * kLn2, lA);
+    }
+    if (rowB < n) {
+      *reinterpret_cast<float2*>(p.statsOut + ((task.seqStart + rowB) * static_cast<int64_t>(p.queryHeads) + h) * 2) =
+          make_float2(mB * kLn2, lB);
+    }
+  }
+}
+
+// ---- A: query-major backward (dq, D_i, influence) ----
+
+template <int D, bool SPLIT>
+__global__ void __launch_bounds__(kThreads, 1) queryKernel(Params p) {
+  constexpr int kT = tileChunks<D>();
+  constexpr int kHalves = SPLIT ? 2 : 1;
+  extern __shared__ uint4 shared[];
+  uint4* qTile = shared;                      // [halves]
+  uint4* dOTile = qTile + kHalves * kT;       // [halves]
+  uint4* kTiles = dOTile + kHalves * kT;      // [2 stages][halves]
+  uint4* vTiles = kTiles + 2 * kHalves * kT;  // [2 stages][halves]
+  __shared__ float rowMax[kTile];  // m · log2(e)
+  __shared__ float rowInv[kTile];  // 1 / l
+  __shared__ float rowDelta[kTile];
+  __shared__ float warpE[2][kWarps];
+  __shared__ float dominantE[kTile];
+  __shared__ int dominantBlock[kTile];
+
+  const Task task = p.tasks[blockIdx.x];
+  const int h = task.head;
+  const int g = h / (p.queryHeads / p.kvHeads);
+  const int n = task.n;
+  const int q0 = task.tile * kTile;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int64_t rowStride = static_cast<int64_t>(p.queryHeads) * D;
+  float* influenceRow = p.influence == nullptr
+                            ? nullptr
+                            : p.influence + ((static_cast<int64_t>(task.sequence) * p.queryHeads + h) * p.blocks +
+                                             task.tile) * p.blocks;
+
+  stage<D>(qTile, p.qHi, task.seqStart, n, q0, p.queryHeads, h);
+  stage<D>(dOTile, p.dOHi, task.seqStart, n, q0, p.queryHeads, h);
+  if constexpr (SPLIT) {
+    stage<D>(qTile + kT, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
+    stage<D>(dOTile + kT, p.dOLo, task.seqStart, n, q0, p.queryHeads, h);
+  }
+  auto stageKeys = [&](int stageIndex, int k0) {
+    uint4* kt = kTiles + stageIndex * kHalves * kT;
+    uint4* vt = vTiles + stageIndex * kHalves * kT;
+    stage<D>(kt, p.kHi, task.seqStart, n, k0, p.kvHeads, g);
+    stage<D>(vt, p.vHi, task.seqStart, n, k0, p.kvHeads, g);
+    if constexpr (SPLIT) {
+      stage<D>(kt + kT, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
+      stage<D>(vt + kT, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
+    }
+  };
+  stageKeys(0, 0);
+  cpAsyncCommit();
+
+  // D_i = dO_i · O_i in fp32 from the fp32 tensors; rows past the sequence get P = 0 through 1/l = 0.
+  for (int r = warp; r < kTile; r += kWarps) {
+    const int row = q0 + r;
+    const bool valid = row < n;
+    float sum = 0.0f;
+    if (valid) {
+      const float* dO = p.dOut + (task.seqStart + row) * rowStride + h * D;
+      const float* o = p.out + (task.seqStart + row) * rowStride + h * D;
+      for (int e = lane; e < D; e += 32) sum += dO[e] * o[e];
+    }
+    for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    if (lane == 0) {
+      const int64_t index = (task.seqStart + row) * static_cast<int64_t>(p.queryHeads) + h;
+      rowDelta[r] = sum;
+      rowMax[r] = valid ? p.stats[index * 2] * kLog2e : 0.0f;
+      rowInv[r] = valid ? 1.0f / p.stats[index * 2 + 1] : 0.0f;
+      dominantBlock[r] = -1;
+      if (valid) p.delta[index] = sum;
+    }
+  }
+  __syncthreads();
+
+  const int localA = warp * 16 + lane / 4;
+  const int localB = localA + 8;
+  const int rowA = q0 + localA;
+  const int rowB = q0 + localB;
+  const float maxA = rowMax[localA];
+  const float maxB = rowMax[localB];
+  const float invA = rowInv[localA];
+  const float invB = rowInv[localB];
+  const float deltaA = rowDelta[localA];
+  const float deltaB = rowDelta[localB];
+  // Per row, over its entries with P ≤ 1/2: Σ P and Σ P·dP; and the row's entry with P > 1/2, if any.
+  float restA = 0.0f;
+  float restB = 0.0f;
+  float restGradA = 0.0f;
+  float restGradB = 0.0f;
+  int dominantTileA = -1;
+  int dominantTileB = -1;
+  float dominantPA = 0.0f;
+  float dominantPB = 0.0f;
+  float dominantGradA = 0.0f;
+  float dominantGradB = 0.0f;
+
+  float dq[D / 8][4];
+  zero<D>(dq);
+
+  for (int kt = 0; kt <= task.tile; ++kt) {
+    cpAsyncWaitAll();
+    __syncthreads();
+    if (influenceRow != nullptr && kt > 0 && threadIdx.x == 0) {
+      const float* sums = warpE[(kt - 1) & 1];
+      influenceRow[kt - 1] += (sums[0] + sums[1]) + (sums[2] + sums[3]);
+    }
+    const int stageIndex = kt & 1;
+    if (kt < task.tile) {
+      stageKeys(stageIndex ^ 1, (kt + 1) * kTile);
+      cpAsyncCommit();
+    }
+    const uint4* kt0 = kTiles + stageIndex * kHalves * kT;
+    const uint4* vt0 = vTiles + stageIndex * kHalves * kT;
+    const int k0 = kt * kTile;
+
+    float s[8][4];
+    float dp[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+      dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.0f;
+    }
+    productNT<D, SPLIT>(s, qTile, qTile + kT, kt0, kt0 + kT, warp, lane);
+    productNT<D, SPLIT>(dp, dOTile, dOTile + kT, vt0, vt0 + kT, warp, lane);
+
+    float sumE = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const bool first = c < 2;
+        const int row = first ? rowA : rowB;
+        const int key = k0 + 8 * j + 2 * (lane % 4) + (c & 1);
+        const float prob =
+            key <= row ? exp2f(s[j][c] * p.scaleLog2 - (first ? maxA : maxB)) * (first ? invA : invB) : 0.0f;
+        const float grad = dp[j][c];
+        const float ds = prob * (grad - (first ? deltaA : deltaB));
+        if (prob <= 0.5f) {
+          // 1 − P is well conditioned; row 0 holds only its dominant entry.
+          if (row > 0) sumE += fabsf(ds) / (1.0f - prob + kEps);
+          if (first) {
+            restA += prob;
+            restGradA += prob * grad;
+          } else {
+            restB += prob;
+            restGradB += prob * grad;
+          }
+        } else if (first) {
+          dominantTileA = kt;
+          dominantPA = prob;
+          dominantGradA = grad;
+        } else {
+          dominantTileB = kt;
+          dominantPB = prob;
+          dominantGradB = grad;
+        }
+        s[j][c] = ds;
+      }
+    }
+    if (influenceRow != nullptr) {
+      for (int offset = 16; offset > 0; offset >>= 1) sumE += __shfl_xor_sync(0xffffffffu, sumE, offset);
+      if (lane == 0) warpE[kt & 1][warp] = sumE;
+    }
+    productNN<D, false>(dq, s, kt0, nullptr, lane);
+  }
+  __syncthreads();
+
+  if (influenceRow != nullptr) {
+    if (threadIdx.x == 0) {
+      const float* sums = warpE[task.tile & 1];
+      influenceRow[task.tile] += (sums[0] + sums[1]) + (sums[2] + sums[3]);
+    }
+    // The dominant entry j of a row: with R = 1 − P_ij = Σ_{n≠j} P_in and G_ij − S_i = G_ij·R − Σ_{n≠j} P_in G_in,
+    // E_ij = −P_ij (G_ij − S_i) / (R + eps), free of the cancellation in 1 − P_ij and dP_ij − D_i.
+    for (int offset = 1; offset < 4; offset <<= 1) {
+      restA += __shfl_xor_sync(0xffffffffu, restA, offset);
+      restB += __shfl_xor_sync(0xffffffffu, restB, offset);
+      restGradA += __shfl_xor_sync(0xffffffffu, restGradA, offset);
+      restGradB += __shfl_xor_sync(0xffffffffu, restGradB, offset);
+    }
+    if (dominantTileA >= 0) {
+      const float e = rowA == 0 ? dominantGradA * dominantPA
+                                : dominantPA * (dominantGradA * restA - restGradA) / (restA + kEps);
+      dominantE[localA] = fabsf(e);
+      dominantBlock[localA] = dominantTileA;
+    }
+    if (dominantTileB >= 0) {
+      const float e = rowB == 0 ? dominantGradB * dominantPB
+                                : dominantPB * (dominantGradB * restB - restGradB) / (restB + kEps);
+      dominantE[localB] = fabsf(e);
+      dominantBlock[localB] = dominantTileB;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      for (int r = 0; r < kTile; ++r) {
+        if (dominantBlock[r] >= 0) influenceRow[dominantBlock[r]] += dominantE[r];
+      }
+    }
+  }
+
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) {
+    const int col = 8 * j + 2 * (lane % 4);
+    if (rowA < n) {
+      *reinterpret_cast<float2*>(p.dq + (task.seqStart + rowA) * rowStride + h * D + col) =
+          make_float2(dq[j][0] * p.scale, dq[j][1] * p.scale);
+    }
+    if (rowB < n) {
+      *reinterpret_cast<float2*>(p.dq + (task.seqStart + rowB) * rowStride + h * D + col) =
+          make_float2(dq[j][2] * p.scale, dq[j][3] * p.scale);
+    }
+  }
+}
+
+// ---- B: key-major backward (dk, dv) ----
+
+template <int D, bool SPLIT>
+__global__ void __launch_bounds__(kThreads, 1) keyKernel(Params p) {
+  constexpr int kT = tileChunks<D>();
+  constexpr int kHalves = SPLIT ? 2 : 1;
+  extern __shared__ uint4 shared[];
+  uint4* kTile0 = shared;                        // [halves]
+  uint4* vTile0 = kTile0 + kHalves * kT;         // [halves]
+  uint4* qTiles = vTile0 + kHalves * kT;         // [2 stages][halves]
+  uint4* dOTiles = qTiles + 2 * kHalves * kT;    // [2 stages][halves]
+  __shared__ float colMax[2][kTile];
+  __shared__ float colInv[2][kTile];
+  __shared__ float colDelta[2][kTile];
+
+  const Task task = p.tasks[blockIdx.x];
+  const int g = task.head;
+  const int group = p.queryHeads / p.kvHeads;
+  const int n = task.n;
+  const int k0 = task.tile * kTile;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int queryTiles = (n + kTile - 1) / kTile - task.tile;  // from the diagonal on
+  const int items = group * queryTiles;
+
+  stage<D>(kTile0, p.kHi, task.seqStart, n, k0, p.kvHeads, g);
+  stage<D>(vTile0, p.vHi, task.seqStart, n, k0, p.kvHeads, g);
+  if constexpr (SPLIT) {
+    stage<D>(kTile0 + kT, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
+    stage<D>(vTile0 + kT, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
+  }
+  auto stageQueries = [&](int stageIndex, int item) {
+    const int h = g * group + item / queryTiles;
+    const int q0 = (task.tile + item % queryTiles) * kTile;
+    uint4* qt = qTiles + stageIndex * kHalves * kT;
+    uint4* dt = dOTiles + stageIndex * kHalves * kT;
+    stage<D>(qt, p.qHi, task.seqStart, n, q0, p.queryHeads, h);
+    stage<D>(dt, p.dOHi, task.seqStart, n, q0, p.queryHeads, h);
+    if constexpr (SPLIT) {
+      stage<D>(qt + kT, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
+      stage<D>(dt + kT, p.dOLo, task.seqStart, n, q0, p.queryHeads, h);
+    }
+    for (int r = threadIdx.x; r < kTile; r += kThreads) {
+      const int row = q0 + r;
+      const bool valid = row < n;
+      const int64_t index = (task.seqStart + (valid ? row : 0)) * static_cast<int64_t>(p.queryHeads) + h;
+      colMax[stageIndex][r] = valid ? p.stats[index * 2] * kLog2e : 0.0f;
+      colInv[stageIndex][r] = valid ? 1.0f / p.stats[index * 2 + 1] : 0.0f;
+      colDelta[stageIndex][r] = valid ? p.delta[index] : 0.0f;
+    }
+  };
+  stageQueries(0, 0);
+  cpAsyncCommit();
+
+  const int keyA = k0 + warp * 16 + lane / 4;
+  const int keyB = keyA + 8;
+  float dk[D / 8][4];
+  float dv[D / 8][4];
+  zero<D>(dk);
+  zero<D>(dv);
+
+  for (int item = 0; item < items; ++item) {
+    cpAsyncWaitAll();
+    __syncthreads();
+    const int stageIndex = item & 1;
+    if (item + 1 < items) {
+      stageQueries(stageIndex ^ 1, item + 1);
+      cpAsyncCommit();
+    }
+    const uint4* qt = qTiles + stageIndex * kHalves * kT;
+    const uint4* dt = dOTiles + stageIndex * kHalves * kT;
+    const int q0 = (task.tile + item % queryTiles) * kTile;
+
+    // Sᵀ and dPᵀ: this warp's 16 keys × the tile's 64 queries.
+    float s[8][4];
+    float dp[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+      dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.0f;
+    }
+    productNT<D, SPLIT>(s, kTile0, kTile0 + kT, qt, qt + kT, warp, lane);
+    productNT<D, SPLIT>(dp, vTile0, vTile0 + kT, dt, dt + kT, warp, lane);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int column = 8 * j + 2 * (lane % 4) + (c & 1);
+        const int key = c < 2 ? keyA : keyB;
+        const float prob = q0 + column >= key ? exp2f(s[j][c] * p.scaleLog2 - colMax[stageIndex][column]) *
+                                                    colInv[stageIndex][column]
+                                              : 0.0f;
+        dp[j][c] = prob * (dp[j][c] - colDelta[stageIndex][column]);
+        s[j][c] = prob;
+      }
+    }
+    productNN<D, false>(dv, s, dt, nullptr, lane);
+    productNN<D, false>(dk, dp, qt, nullptr, lane);
+  }
+
+  const int64_t rowStride = static_cast<int64_t>(p.kvHeads) * D;
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) {
+    const int col = 8 * j + 2 * (lane % 4);
+    if (keyA < n) {
+      const int64_t offset = (task.seqStart + keyA) * rowStride + g * D + col;
+      *reinterpret_cast<float2*>(p.dk + offset) = make_float2(dk[j][0] * p.scale, dk[j][1] * p.scale);
+      *reinterpret_cast<float2*>(p.dv + offset) = make_float2(dv[j][0], dv[j][1]);
+    }
+    if (keyB < n) {
+      const int64_t offset = (task.seqStart + keyB) * rowStride + g * D + col;
+      *reinterpret_cast<float2*>(p.dk + offset) = make_float2(dk[j][2] * p.scale, dk[j][3] * p.scale);
+      *reinterpret_cast<float2*>(p.dv + offset) = make_float2(dv[j][2], dv[j][3]);
+    }
+  }
+}
+
+// Dynamic shared memory of each kernel: bf16 tiles of 64 × D, halves × (fixed + 2 stages of streamed tiles).
+template <int D>
+constexpr size_t sharedBytes(bool split, int fixedTiles, int streamedTiles) {
+  return static_cast<size_t>(split ? 2 : 1) * (fixedTiles + 2 * streamedTiles) * kTile * D * 2;
+}
+
+template <typename Kernel>
+void launch(Kernel kernel, size_t shared, int ctas, const Params& params, const std::string& op,
+            const std::string& sizes) {
+  if (ctas == 0) return;
+  check(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)),
+        sizes);
+  kernel<<<ctas, kThreads, shared>>>(params);
+  checkLaunch(op, sizes);
+}
+
+// Splits an fp32 tensor into its bf16 halves (lo null: hi only).
+void split(__nv_bfloat16* hi, __nv_bfloat16* lo, const float* x, int64_t count, const std::string& op,
+           const std::string& sizes) {
+  if (count == 0) return;
+  splitKernel<<<gridFor(count, 256), 256>>>(hi, lo, x, count);
+  checkLaunch(op, "splitting operands, " + sizes);
+}
+
+struct Layout {
+  int64_t tokens;
+  int64_t qCount;   // T · Hq · D
+  int64_t kvCount;  // T · Hkv · D
+};
+
+// Carves the scratch block: bf16 halves of q, k, v (and dO), then delta [T, Hq].
+struct Scratch {
+  __nv_bfloat16* qHi;
+  __nv_bfloat16* qLo;
+  __nv_bfloat16* kHi;
+  __nv_bfloat16* kLo;
+  __nv_bfloat16* vHi;
+  __nv_bfloat16* vLo;
+  __nv_bfloat16* dOHi;
+  __nv_bfloat16* dOLo;
+  float* delta;
+};
+
+Scratch carve(const Layout& layout, int64_t queryHeads, bool split, bool withGrad, const std::string& op) {
+  const int64_t halves = split ? 2 : 1;
+  const int64_t elements = halves * ((withGrad ? 2 : 1) * layout.qCount + 2 * layout.kvCount);
+  // delta goes after the bf16 copies, 16-byte aligned.
+  const size_t deltaOffset = (static_cast<size_t>(elements) * 2 + 15) / 16 * 16;
+  const size_t bytes = deltaOffset + (withGrad ? static_cast<size_t>(layout.tokens * queryHeads) * 4 : 0);
+  char* base = static_cast<char*>(scratch(ScratchSlot::Attention, bytes, op));
+  auto* cursor = reinterpret_cast<__nv_bfloat16*>(base);
+  auto take = [&](int64_t count) {
+    __nv_bfloat16* at = cursor;
+    cursor += count;
+    return at;
+  };
+  Scratch s{};
+  s.qHi = take(layout.qCount);
+  s.qLo = split ? take(layout.qCount) : nullptr;
+  s.kHi = take(layout.kvCount);
+  s.kLo = split ? take(layout.kvCount) : nullptr;
+  s.vHi = take(layout.kvCount);
+  s.vLo = split ? take(layout.kvCount) : nullptr;
+  if (withGrad) {
+    s.dOHi = take(layout.qCount);
+    s.dOLo = split ? take(layout.qCount) : nullptr;
+    s.delta = reinterpret_cast<float*>(base + deltaOffset);
+  }
+  return s;
+}
+
+void checkDims(const std::string& op, const AttentionDims& dims, int64_t tokens, const std::string& sizes) {
+  if (dims.headDim != 64 && dims.headDim != 128) {
+    throw std::runtime_error(op + ": the CUDA kernel takes head dims 64 and 128 (the backend runs others on the CPU "
+                                  "reference) [" + sizes + "]");
+  }
+  if (tokens > (int64_t{1} << 31) - kTile) throw std::runtime_error(op + ": too many tokens [" + sizes + "]");
+}
+
+// Query tiles of every sequence × query heads, longest first (F and A).
+std::vector<Task> queryTasks(const int32_t* cuSeqlens, int64_t sequences, int64_t queryHeads) {
+  std::vector<Task> tasks;
+  for (int64_t s = 0; s < sequences; ++s) {
+    const int32_t n = cuSeqlens[s + 1] - cuSeqlens[s];
+    for (int32_t t = 0; t * kTile < n; ++t) {
+      for (int32_t h = 0; h < queryHeads; ++h) {
+        tasks.push_back({cuSeqlens[s], n, t, h, static_cast<int32_t>(s), {0, 0, 0}});
+      }
+    }
+  }
+  std::stable_sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& b) { return a.tile > b.tile; });
+  return tasks;
+}
+
+}  // namespace
+
+void attentionPrefillStats(float* out, float* stats, const float* q, const float* k, const float* v,
+                           const int32_t* cuSeqlens, int64_t sequences, const AttentionDims& dims, float scale) {
+  const std::string op = "attentionPrefill";
+  const int64_t tokens = cuSeqlens[sequences];
+  const std::string sizes = moa::cuda::dims({{"tokens", tokens}, {"sequences", sequences},
+                                              {"queryHeads", dims.queryHeads}, {"kvHeads", dims.kvHeads},
+                                              {"headDim", dims.headDim}});
+  checkDims(op, dims, tokens, sizes);
+  if (tokens == 0) return;
+  const bool splitOperands = backwardSplit();
+  const Layout layout{tokens, tokens * dims.queryHeads * dims.headDim, tokens * dims.kvHeads * dims.headDim};
+  const Scratch s = carve(layout, dims.queryHeads, splitOperands, false, op);
+  split(s.qHi, s.qLo, q, layout.qCount, op, sizes);
+  split(s.kHi, s.kLo, k, layout.kvCount, op, sizes);
+  split(s.vHi, s.vLo, v, layout.kvCount, op, sizes);
+  const std::vector<Task> tasks = queryTasks(cuSeqlens, sequences, dims.queryHeads);
+  Params params{};
+  params.qHi = s.qHi;
+  params.qLo = s.qLo;
+  params.kHi = s.kHi;
+  params.kLo = s.kLo;
+  params.vHi = s.vHi;
+  params.vLo = s.vLo;
+  params.outF = out;
+  params.statsOut = stats;
+  params.tasks = uploadParams(tasks, op);
+  params.queryHeads = static_cast<int>(dims.queryHeads);
+  params.kvHeads = static_cast<int>(dims.kvHeads);
+  params.scale = scale;
+  params.scaleLog2 = scale * kLog2e;
+  const int ctas = static_cast<int>(tasks.size());
+  const size_t shared64 = sharedBytes<64>(splitOperands, 1, 2);
+  const size_t shared128 = sharedBytes<128>(splitOperands, 1, 2);
+  if (dims.headDim == 64) {
+    splitOperands ? launch(forwardKernel<64, true>, shared64, ctas, params, op, sizes)
+                  : launch(forwardKernel<64, false>, shared64, ctas, params, op, sizes);
+  } else {
+    splitOperands ? launch(forwardKernel<128, true>, shared128, ctas, params, op, sizes)
+                  : launch(forwardKernel<128, false>, shared128, ctas, params, op, sizes);
+  }
+}
+
+void attentionBackward(float* dq, float* dk, float* dv, float* influence, const float* dOut, const float* q,
+                       const float* k, const float* v, const float* out, const float* stats,
+                       const int32_t* cuSeqlens, int64_t sequences, const AttentionDims& dims, float scale,
+                       int64_t blocks) {
+  const std::string op = "attentionBackward";
+  const int64_t tokens = cuSeqlens[sequences];
+  const std::string sizes = moa::cuda::dims({{"tokens", tokens}, {"sequences", sequences},
+                                              {"queryHeads", dims.queryHeads}, {"kvHeads", dims.kvHeads},
+                                              {"headDim", dims.headDim}});
+  checkDims(op, dims, tokens, sizes);
+  if (tokens == 0) return;
+  const bool splitOperands = backwardSplit();
+  const Layout layout{tokens, tokens * dims.queryHeads * dims.headDim, tokens * dims.kvHeads * dims.headDim};
+  const Scratch s = carve(layout, dims.queryHeads, splitOperands, true, op);
+  split(s.qHi, s.qLo, q, layout.qCount, op, sizes);
+  split(s.kHi, s.kLo, k, layout.kvCount, op, sizes);
+  split(s.vHi, s.vLo, v, layout.kvCount, op, sizes);
+  split(s.dOHi, s.dOLo, dOut, layout.qCount, op, sizes);
+
+  // One upload: pass A's tasks, then pass B's (key tiles × KV heads, the most query tiles below them first).
+  std::vector<Task> tasks = queryTasks(cuSeqlens, sequences, dims.queryHeads);
+  const size_t queryCount = tasks.size();
+  std::vector<Task> keyTasks;
+  for (int64_t seq = 0; seq < sequences; ++seq) {
+    const int32_t n = cuSeqlens[seq + 1] - cuSeqlens[seq];
+    for (int32_t t = 0; t * kTile < n; ++t) {
+      for (int32_t g = 0; g < dims.kvHeads; ++g) {
+        keyTasks.push_back({cuSeqlens[seq], n, t, g, static_cast<int32_t>(seq), {0, 0, 0}});
+      }
+    }
+  }
+  std::stable_sort(keyTasks.begin(), keyTasks.end(),
+                   [](const Task& a, const Task& b) { return a.n - a.tile * kTile > b.n - b.tile * kTile; });
+  tasks.insert(tasks.end(), keyTasks.begin(), keyTasks.end());
+  const Task* device = uploadParams(tasks, op);
+
+  Params params{};
+  params.qHi = s.qHi;
+  params.qLo = s.qLo;
+  params.kHi = s.kHi;
+  params.kLo = s.kLo;
+  params.vHi = s.vHi;
+  params.vLo = s.vLo;
+  params.dOHi = s.dOHi;
+  params.dOLo = s.dOLo;
+  params.out = out;
+  params.dOut = dOut;
+  params.stats = stats;
+  params.dq = dq;
+  params.dk = dk;
+  params.dv = dv;
+  params.influence = influence;
+  params.delta = s.delta;
+  params.tasks = device;
+  params.queryHeads = static_cast<int>(dims.queryHeads);
+  params.kvHeads = static_cast<int>(dims.kvHeads);
+  params.blocks = blocks;
+  params.scale = scale;
+  params.scaleLog2 = scale * kLog2e;
+  const int queryCtas = static_cast<int>(queryCount);
+  const int keyCtas = static_cast<int>(keyTasks.size());
+  Params keyParams = params;
+  keyParams.tasks = device + queryCount;
+  const size_t sharedA64 = sharedBytes<64>(splitOperands, 2, 2);
+  const size_t sharedA128 = sharedBytes<128>(splitOperands, 2, 2);
+  if (dims.headDim == 64) {
+    if (splitOperands) {
+      launch(queryKernel<64, true>, sharedA64, queryCtas, params, op, sizes);
+      launch(keyKernel<64, true>, sharedA64, keyCtas, keyParams, op, sizes);
+    } else {
+      launch(queryKernel<64, false>, sharedA64, queryCtas, params, op, sizes);
+      launch(keyKernel<64, false>, sharedA64, keyCtas, keyParams, op, sizes);
+    }
+  } else {
+    if (splitOperands) {
+      launch(queryKernel<128, true>, sharedA128, queryCtas, params, op, sizes);
+      launch(keyKernel<128, true>, sharedA128, keyCtas, keyParams, op, sizes);
+    } else {
+      launch(queryKernel<128, false>, sharedA128, queryCtas, params, op, sizes);
+      launch(keyKernel<128, false>, sharedA128, keyCtas, keyParams, op, sizes);
+    }
+  }
+}
+
+}  // namespace moa::cuda

@@ -1,0 +1,16 @@
+// The one cuBLAS entry the ops share (matmul.cu opens the library at run time; see there).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace moa::cuda {
+
+enum class GemmType { F32, BF16, F16 };
+
+// Column-major c[m, n] = op(a)[m, k] · b[k, n] + beta · c with fp32 output and accumulation; a and b share
+// `type`, op(a) = aᵀ when transA. Throws naming `op` and `sizes` when cuBLAS is missing or fails.
+void gemm(const std::string& op, const std::string& sizes, bool transA, int64_t m, int64_t n, int64_t k,
+          const void* a, int64_t lda, const void* b, int64_t ldb, GemmType type, float beta, float* c, int64_t ldc);
+
+}  // namespace moa::cuda

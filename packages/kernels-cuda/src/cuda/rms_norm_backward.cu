@@ -1,0 +1,75 @@
+// Input gradient of RMSNorm (same signature and numerics as src/cpu/rms_norm_backward.cc): per row, with
+// r = 1/sqrt(mean(x²) + eps) computed in fp32 as the forward does,
+//   dx = r · (weight ⊙ dy) − x · r³ / dim · Σ_j x_j · weight_j · dy_j.
+// One block per row; the two row sums are accumulated in double, as the reference does, so a row of
+// thousands of mixed-sign products does not lose the small difference dx often is.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "cuda/check.cuh"
+#include "cuda/cuda_ops.h"
+#include "cuda/widen.cuh"
+
+namespace moa::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+template <typename W>
+__global__ void rmsNormBackwardKernel(float* dx, const float* dy, const float* x, const W* weight, int64_t rows,
+                                      int64_t dim, float eps) {
+  __shared__ double warpSums[2][kThreads / 32];
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const float* xr = x + row * dim;
+    const float* dyr = dy + row * dim;
+    double squares = 0.0;
+    double dot = 0.0;
+    for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) {
+      const double xv = xr[j];
+      squares += xv * xv;
+      dot += xv * static_cast<double>(widen(weight[j])) * dyr[j];
+    }
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      squares += __shfl_xor_sync(0xffffffffu, squares, offset);
+      dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+    }
+    if (threadIdx.x % 32 == 0) {
+      warpSums[0][threadIdx.x / 32] = squares;
+      warpSums[1][threadIdx.x / 32] = dot;
+    }
+    __syncthreads();
+    squares = 0.0;
+    dot = 0.0;
+    for (int w = 0; w < kThreads / 32; ++w) {
+      squares += warpSums[0][w];
+      dot += warpSums[1][w];
+    }
+    const float inv = 1.0f / sqrtf(static_cast<float>(squares) / static_cast<float>(dim) + eps);
+    const float coefficient = static_cast<float>(dot * inv * inv * inv / static_cast<double>(dim));
+    float* out = dx + row * dim;
+    for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) out[j] = inv * widen(weight[j]) * dyr[j] - xr[j] * coefficient;
+    __syncthreads();  // warpSums is reused by the next row
+  }
+}
+
+}  // namespace
+
+void rmsNormBackward(float* dx, const float* dy, const float* x, const void* weight, DType weightType, int64_t rows,
+                     int64_t dim, float eps) {
+  if (rows == 0) return;
+  const unsigned grid = static_cast<unsigned>(rows < 65535 ? rows : 65535);
+  switch (weightType) {
+    case DType::BF16:
+      rmsNormBackwardKernel<<<grid, kThreads>>>(dx, dy, x, static_cast<const __nv_bfloat16*>(weight), rows, dim, eps);
+      break;
+    case DType::F16:
+      rmsNormBackwardKernel<<<grid, kThreads>>>(dx, dy, x, static_cast<const __half*>(weight), rows, dim, eps);
+      break;
+    default:
+      rmsNormBackwardKernel<<<grid, kThreads>>>(dx, dy, x, static_cast<const float*>(weight), rows, dim, eps);
+  }
+  checkLaunch("rmsNormBackward", dims({{"rows", rows}, {"dim", dim}}));
+}
+
+}  // namespace moa::cuda
