@@ -19,7 +19,10 @@ export interface RetrievalPrompt {
   readonly tokens: number;
   /** The 5-digit number the model must produce. */
   readonly answer: string;
-  /** Requested depth of the needle in [0, 1]: 0 = first line / start of the filler, 1 = last / end. */
+  /**
+   * Requested depth of the needle in [0, 1]: 0 = first line / start of the filler, 1 = last / end (passkey: at
+   * least one filler unit on each side).
+   */
   readonly depth: number;
   /** Where the needle (the queried record, or the pass-key sentence) is in `text`: [start, end) characters. */
   readonly needle: { readonly start: number; readonly end: number };
@@ -111,21 +114,31 @@ function buildLines(
 }
 
 /**
- * A LongEval "lines" prompt: as many records as fit in `maxTokens`, keys `<word>-<word>` (two different
- * words, every key distinct), distinct 5-digit values, and a question about the record at `depth`.
- * The model should continue with `NNNNN>`.
+ * `count` records with distinct keys and distinct 5-digit values. Keys take their words without replacement
+ * from a shuffled {@link KEY_WORDS}, so no word appears in two keys until the list runs out (past about 15k
+ * tokens of records); then a freshly shuffled list follows (words now recur, each as rarely as the count allows)
+ * and a pair that repeats a key is redrawn.
+ * fixtures/README.md measured prompts whose keys come from a large vocabulary (almost no shared words); a word
+ * shared by two keys makes the task a different, harder one (tell two keys apart by one word).
  */
-export function linesPrompt(request: PromptRequest, countTokens: TokenCounter): RetrievalPrompt {
-  checkRequest(request, "linesPrompt");
-  const random = new PromptRandom(request.seed);
-  // Enough records for any budget: each record is well over 8 tokens.
-  const capacity = Math.max(1, Math.ceil(request.maxTokens / 8));
+function linesRecords(random: PromptRandom, count: number): Array<{ key: string; value: string }> {
   const keys = new Set<string>();
   const values = new Set<string>();
   const records: Array<{ key: string; value: string }> = [];
-  while (records.length < capacity) {
-    const first = random.pick(KEY_WORDS);
-    const second = random.pick(KEY_WORDS);
+  let deck: string[] = [];
+  const draw = (): string => {
+    if (deck.length === 0) {
+      deck = [...KEY_WORDS];
+      for (let i = deck.length - 1; i > 0; i--) {
+        const j = random.integer(0, i);
+        [deck[i], deck[j]] = [deck[j]!, deck[i]!];
+      }
+    }
+    return deck.pop()!;
+  };
+  while (records.length < count) {
+    const first = draw();
+    const second = draw();
     const key = `${first}-${second}`;
     if (first === second || keys.has(key)) continue;
     let value = fiveDigits(random);
@@ -134,6 +147,20 @@ export function linesPrompt(request: PromptRequest, countTokens: TokenCounter): 
     values.add(value);
     records.push({ key, value });
   }
+  return records;
+}
+
+/**
+ * A LongEval "lines" prompt: as many records as fit in `maxTokens`, keys `<word>-<word>` (no word in two
+ * keys, see {@link linesRecords}), distinct 5-digit values, and a question about the record at `depth`.
+ * The model should continue with `NNNNN>`.
+ */
+export function linesPrompt(request: PromptRequest, countTokens: TokenCounter): RetrievalPrompt {
+  checkRequest(request, "linesPrompt");
+  const random = new PromptRandom(request.seed);
+  // Enough records for any budget: each record is well over 8 tokens.
+  const capacity = Math.max(1, Math.ceil(request.maxTokens / 8));
+  const records = linesRecords(random, capacity);
   // The question names the queried key, whose tokens depend on the count; a count that fits is still found by
   // a search over counts, since more records never take fewer tokens.
   const tokensOf = (count: number) => countTokens(buildLines(records, count, request.depth).text);
@@ -155,12 +182,24 @@ export function linesPrompt(request: PromptRequest, countTokens: TokenCounter): 
   };
 }
 
+/**
+ * Filler units before the pass-key sentence: `round(depth · units)`, kept within [1, units − 1] so that filler
+ * surrounds the key on both sides, as in fixtures/README.md's format ("… (repeated) The pass key is NNNNN. …
+ * (filler repeated)") and the profiler's calibration prompts. At depth 0 with no filler before it, the key right
+ * after the task description is another task: dense moa-tiny found it in 2 of 5 prompts at 8k, and in 5 of 5
+ * with one filler unit before it.
+ */
+export function passkeyBefore(depth: number, units: number): number {
+  if (units < 2) return Math.round(depth * units);
+  return Math.max(1, Math.min(units - 1, Math.round(depth * units)));
+}
+
 function buildPasskey(
   key: string,
   units: number,
   depth: number,
 ): { text: string; needle: { start: number; end: number } } {
-  const before = Math.round(depth * units);
+  const before = passkeyBefore(depth, units);
   const parts: string[] = [];
   for (let i = 0; i < before; i++) parts.push(PASSKEY_FILLER);
   const needleText = passkeyNeedle(key);
@@ -176,7 +215,8 @@ function buildPasskey(
 
 /**
  * A passkey prompt: the filler repeated as often as fits in `maxTokens`, with the pass-key sentence after
- * `round(depth · units)` filler units. The model should continue with `NNNNN.`.
+ * {@link passkeyBefore} filler units (`round(depth · units)` within [1, units − 1]). The model should continue
+ * with `NNNNN.`.
  */
 export function passkeyPrompt(request: PromptRequest, countTokens: TokenCounter): RetrievalPrompt {
   checkRequest(request, "passkeyPrompt");

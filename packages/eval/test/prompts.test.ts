@@ -2,12 +2,14 @@ import { TextTokenizer } from "@moa/runtime";
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import {
+  KEY_WORDS,
   LINES_HEADER,
   linesPrompt,
   linesQuestion,
   needleIndex,
   PASSKEY_FILLER,
   PASSKEY_HEADER,
+  passkeyBefore,
   passkeyNeedle,
   passkeyPrompt,
   promptSeed,
@@ -86,6 +88,24 @@ describe("LongEval lines prompts", () => {
     );
   });
 
+  it("never use a word in two keys (fixtures/README.md's prompts draw keys from a large vocabulary)", () => {
+    for (const maxTokens of [1016, 4088, 8184]) {
+      const prompt = linesPrompt(
+        { maxTokens, depth: 0.5, seed: promptSeed(0, "lines", maxTokens, 1) },
+        countTokens,
+      );
+      const words = prompt.text
+        .slice(LINES_HEADER.length)
+        .split("\n")
+        .slice(0, prompt.units)
+        .flatMap((line) => RECORD.exec(line)!.slice(1, 3));
+      expect(words).toHaveLength(2 * prompt.units);
+      expect(new Set(words).size).toBe(words.length);
+    }
+    expect(new Set(KEY_WORDS).size).toBe(KEY_WORDS.length);
+    expect(KEY_WORDS.every((word) => /^[a-z]{4,9}$/.test(word))).toBe(true);
+  });
+
   it("are a pure function of the seed", () => {
     const request = { maxTokens: 700, depth: 0.75, seed: promptSeed(3, "lines", 700, 2) };
     const a = linesPrompt(request, countTokens);
@@ -111,7 +131,7 @@ describe("passkey prompts", () => {
     }
   });
 
-  it("hide the key sentence once, after round(depth · units) filler units, and end with the question", () => {
+  it("hide the key sentence once, after round(depth · units) filler units (at least one on each side), and end with the question", () => {
     fc.assert(
       fc.property(
         fc.double({ min: 0, max: 1, noNaN: true }),
@@ -125,7 +145,9 @@ describe("passkey prompts", () => {
           expect(occurrences(prompt.text, needle)).toBe(1);
           expect(occurrences(prompt.text, prompt.answer)).toBe(2);
           const before = prompt.text.slice(PASSKEY_HEADER.length, prompt.needle.start);
-          expect(occurrences(before, PASSKEY_FILLER)).toBe(Math.round(depth * prompt.units));
+          const expected = Math.max(1, Math.min(prompt.units - 1, Math.round(depth * prompt.units)));
+          expect(occurrences(before, PASSKEY_FILLER)).toBe(expected);
+          expect(passkeyBefore(depth, prompt.units)).toBe(expected);
           expect(occurrences(prompt.text, PASSKEY_FILLER)).toBe(prompt.units);
           expect(prompt.text.startsWith(PASSKEY_HEADER)).toBe(true);
           expect(prompt.text.endsWith("\nWhat is the pass key? The pass key is ")).toBe(true);
@@ -133,6 +155,16 @@ describe("passkey prompts", () => {
       ),
       { numRuns: 25 },
     );
+  });
+
+  it("put filler before the key at depth 0 and after it at depth 1 (fixtures/README.md's format)", () => {
+    for (const depth of [0, 1]) {
+      const prompt = passkeyPrompt({ maxTokens: 1016, depth, seed: "edge" }, countTokens);
+      const before = prompt.text.slice(PASSKEY_HEADER.length, prompt.needle.start);
+      const after = prompt.text.slice(prompt.needle.end);
+      expect(occurrences(before, PASSKEY_FILLER)).toBe(depth === 0 ? 1 : prompt.units - 1);
+      expect(occurrences(after, PASSKEY_FILLER)).toBe(depth === 0 ? prompt.units - 1 : 1);
+    }
   });
 
   it("are a pure function of the seed", () => {
