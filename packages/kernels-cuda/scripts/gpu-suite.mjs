@@ -31,6 +31,7 @@ async function bundle() {
       "kernels.test": join(packageRoot, "test/gpu/kernels.gpu.ts"),
       "fixtures.test": join(packageRoot, "../runtime/test/gpu/fixtures.gpu.ts"),
       "e2e-decode": join(packageRoot, "../../bench/e2e-decode.ts"),
+      "profile-speed": join(packageRoot, "../../bench/profile-speed.ts"),
       "attention-backward": join(packageRoot, "bench/attention-backward.bench.ts"),
     },
     outdir: outDir,
