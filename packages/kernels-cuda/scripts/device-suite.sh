@@ -12,7 +12,8 @@
 #
 # It writes OUT_DIR/card.txt (nvidia-smi), suite.log (node:test output of every GPU test, with the measured
 # errors), attention-backward.log/.json (timings at each length, default 4096,8192,32768) and exits with the
-# suite's status.
+# suite's status. MOA_SUITE_TIMEOUT / MOA_BENCH_TIMEOUT (seconds) bound each part; MOA_CUDA_SYNC=1 (which
+# names the op of a faulting kernel) applies to the suite only, never to the timings.
 set -u
 OUT_DIR=${1:?usage: device-suite.sh OUT_DIR [lengths]}
 LENGTHS=${2:-4096,8192,32768}
@@ -28,7 +29,8 @@ fi
 export MOA_NUM_THREADS=${MOA_NUM_THREADS:-$(nproc)}
 cd "$PKG" || exit 1
 set -o pipefail
-"$NODE" scripts/gpu-suite.mjs --prebuilt 2>&1 | tee "$OUT_DIR/suite.log"
+timeout "${MOA_SUITE_TIMEOUT:-3600}" "$NODE" scripts/gpu-suite.mjs --prebuilt 2>&1 | tee "$OUT_DIR/suite.log"
 status=$?
-"$NODE" dist-gpu/attention-backward.mjs "$OUT_DIR/attention-backward.json" "$LENGTHS" 2>&1 | tee "$OUT_DIR/attention-backward.log"
+timeout "${MOA_BENCH_TIMEOUT:-3600}" env -u MOA_CUDA_SYNC "$NODE" dist-gpu/attention-backward.mjs \
+  "$OUT_DIR/attention-backward.json" "$LENGTHS" 2>&1 | tee "$OUT_DIR/attention-backward.log"
 exit $status

@@ -86,8 +86,14 @@ export interface Backend {
   free(t: Tensor): void;
   synchronize(): void;
 
-  /** out[m,n] = x[m,k] · wᵀ (+ bias[n]); w is [n,k] (Hugging Face Linear layout) in f32/bf16/f16; fp32 accumulate. */
-  matmul(out: Tensor, x: Tensor, w: Tensor, bias?: Tensor): void;
+  /**
+   * out[m,n] = x[m,k] · wᵀ (+ bias[n]); w is [n,k] (Hugging Face Linear layout) in f32/bf16/f16; fp32 accumulate.
+   * `exact`: CUDA rounds x to a 16-bit weight's type unless this is set; then x keeps about fp32's precision
+   * (bf16 weights: x as bf16 hi + lo, two GEMMs; f16 weights: fp32 GEMMs over widened panels of w), at about twice
+   * the cost. The profiler's forward needs it: rounding x moves some blocks of the influence by several percent.
+   * The CPU reference is always exact.
+   */
+  matmul(out: Tensor, x: Tensor, w: Tensor, bias?: Tensor, exact?: boolean): void;
   /** out[t,d] = table[ids[t], :]. */
   embedding(out: Tensor, ids: Tensor, table: Tensor): void;
   /** out[t,d] = x / sqrt(mean(x²) + eps) · weight. */

@@ -169,7 +169,7 @@ export abstract class NativeBackend implements Backend {
 
   // ---- ops ----
 
-  matmul(out: Tensor, x: Tensor, w: Tensor, bias?: Tensor): void {
+  matmul(out: Tensor, x: Tensor, w: Tensor, bias?: Tensor, exact = false): void {
     const args = new OpArgs("matmul", this.name, { out, x, w, bias });
     const o = args.tensor("out", out, F32);
     const xt = args.tensor("x", x, F32);
@@ -184,6 +184,7 @@ export abstract class NativeBackend implements Backend {
     if (bt) args.shape("bias", bt, [n]);
     args.noOverlap("out", o, "x", xt);
     args.noOverlap("out", o, "w", wt);
+    if (typeof exact !== "boolean") args.fail("exact must be a boolean", TypeError);
     const m = leadingCount(xt.shape);
     this.execute(true, bt ? [xt, wt, bt] : [xt, wt], [o], (ref) =>
       this.addon.matmul(
@@ -196,6 +197,7 @@ export abstract class NativeBackend implements Backend {
         m,
         n,
         k,
+        exact,
       ),
     );
   }

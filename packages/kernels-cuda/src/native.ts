@@ -29,6 +29,7 @@ export interface NativeAddon {
     m: number,
     n: number,
     k: number,
+    exact: boolean,
   ): void;
   embedding(
     out: NativeRef,
@@ -211,7 +212,7 @@ export interface CudaAddon extends NativeAddon {
 }
 
 /** The calling convention this JS expects (src/binding/addon.cc: kAbiVersion). */
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 3;
 
 /** build/Release beside src/ (vitest, tsx) and beside dist/ (the published package). */
 export function addonPath(name: "moa_cpu" | "moa_cuda"): string {

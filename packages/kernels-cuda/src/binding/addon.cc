@@ -7,7 +7,7 @@
 namespace {
 
 // Bumped when the JS ↔ native calling convention changes, so a stale build is reported, not misused.
-constexpr int kAbiVersion = 2;
+constexpr int kAbiVersion = 3;
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #ifdef MOA_WITH_CUDA

@@ -66,10 +66,11 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     const Ref x = tensorArg(info, 1, op, "x", mul(op, m, k) * F32);
     const Ref w = tensorArg(info, 2, op, "w", bytesOf(mul(op, n, k), wType));
     const Ref bias = optionalTensorArg(info, 4, op, "bias", bytesOf(n, biasType));
+    const bool exact = info.Length() > 9 && info[9].ToBoolean().Value();
     if (onDevice(op, {out, x, w, bias})) {
 #ifdef MOA_WITH_CUDA
       cuda::matmul(static_cast<float*>(out.data), static_cast<const float*>(x.data), w.data, wType, bias.data,
-                   biasType, m, n, k);
+                   biasType, m, n, k, exact);
 #endif
       return;
     }

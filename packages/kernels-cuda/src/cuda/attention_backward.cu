@@ -40,6 +40,7 @@
 #include "cuda/attention_common.cuh"
 #include "cuda/backward_precision.cuh"
 #include "cuda/check.cuh"
+#include "cuda/cublas.cuh"
 #include "cuda/cuda_ops.h"
 #include "cuda/mma.cuh"
 #include "cuda/scratch.cuh"
@@ -90,17 +91,6 @@ struct Params {
   float scale;
   float scaleLog2;
 };
-
-// hi = bf16(x), lo = bf16(x − hi) (lo null: hi only).
-__global__ void splitKernel(__nv_bfloat16* hi, __nv_bfloat16* lo, const float* x, int64_t count) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float value = x[i];
-    const __nv_bfloat16 rounded = __float2bfloat16_rn(value);
-    hi[i] = rounded;
-    if (lo != nullptr) lo[i] = __float2bfloat16_rn(value - __bfloat162float(rounded));
-  }
-}
 
 // Stages rows [row0, row0 + 64) (sequence-relative; rows ≥ n are zero) of head `head` of a bf16 [T, heads, D]
 // tensor into a swizzled tile.
@@ -695,14 +685,6 @@ void launch(Kernel kernel, size_t shared, int ctas, const Params& params, const 
   checkLaunch(op, sizes);
 }
 
-// Splits an fp32 tensor into its bf16 halves (lo null: hi only).
-void split(__nv_bfloat16* hi, __nv_bfloat16* lo, const float* x, int64_t count, const std::string& op,
-           const std::string& sizes) {
-  if (count == 0) return;
-  splitKernel<<<gridFor(count, 256), 256>>>(hi, lo, x, count);
-  checkLaunch(op, "splitting operands, " + sizes);
-}
-
 struct Layout {
   int64_t tokens;
   int64_t qCount;   // T · Hq · D
@@ -787,9 +769,9 @@ void attentionPrefillStats(float* out, float* stats, const float* q, const float
   const bool splitOperands = backwardSplit();
   const Layout layout{tokens, tokens * dims.queryHeads * dims.headDim, tokens * dims.kvHeads * dims.headDim};
   const Scratch s = carve(layout, dims.queryHeads, splitOperands, false, op);
-  split(s.qHi, s.qLo, q, layout.qCount, op, sizes);
-  split(s.kHi, s.kLo, k, layout.kvCount, op, sizes);
-  split(s.vHi, s.vLo, v, layout.kvCount, op, sizes);
+  splitToBf16(s.qHi, s.qLo, q, layout.qCount, op, sizes);
+  splitToBf16(s.kHi, s.kLo, k, layout.kvCount, op, sizes);
+  splitToBf16(s.vHi, s.vLo, v, layout.kvCount, op, sizes);
   const std::vector<Task> tasks = queryTasks(cuSeqlens, sequences, dims.queryHeads);
   Params params{};
   params.qHi = s.qHi;
@@ -831,10 +813,10 @@ void attentionBackward(float* dq, float* dk, float* dv, float* influence, const 
   const bool splitOperands = backwardSplit();
   const Layout layout{tokens, tokens * dims.queryHeads * dims.headDim, tokens * dims.kvHeads * dims.headDim};
   const Scratch s = carve(layout, dims.queryHeads, splitOperands, true, op);
-  split(s.qHi, s.qLo, q, layout.qCount, op, sizes);
-  split(s.kHi, s.kLo, k, layout.kvCount, op, sizes);
-  split(s.vHi, s.vLo, v, layout.kvCount, op, sizes);
-  split(s.dOHi, s.dOLo, dOut, layout.qCount, op, sizes);
+  splitToBf16(s.qHi, s.qLo, q, layout.qCount, op, sizes);
+  splitToBf16(s.kHi, s.kLo, k, layout.kvCount, op, sizes);
+  splitToBf16(s.vHi, s.vLo, v, layout.kvCount, op, sizes);
+  splitToBf16(s.dOHi, s.dOLo, dOut, layout.qCount, op, sizes);
 
   // One upload: pass A's tasks, then pass B's (key tiles × KV heads, the most query tiles below them first).
   std::vector<Task> tasks = queryTasks(cuSeqlens, sequences, dims.queryHeads);

@@ -52,9 +52,10 @@ void synchronize();
 void releaseScratch();
 
 // out[m, n] = x[m, k] · wᵀ (+ bias[n]) through cuBLAS: bf16/f16 weights multiply x rounded to the same 16-bit
-// type with fp32 accumulation; f32 weights run an fp32 GEMM.
+// type with fp32 accumulation (exact: x as bf16 hi + lo for bf16 weights, fp32 GEMMs over widened panels for f16
+// weights); f32 weights run an fp32 GEMM.
 void matmul(float* out, const float* x, const void* w, DType wType, const void* bias, DType biasType, int64_t m,
-            int64_t n, int64_t k);
+            int64_t n, int64_t k, bool exact = false);
 // Whether cuBLAS could be loaded, and if not, why (the library is opened on first use).
 std::string cublasStatus();
 

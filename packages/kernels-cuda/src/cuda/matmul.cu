@@ -4,6 +4,9 @@
 // product is out (n × m, column-major = [m, n] row-major) = op_T(w) · x. bf16/f16 weights: x is rounded to the
 // weights' 16-bit type in a scratch buffer and the GEMM accumulates in fp32 (tensor cores), as PyTorch does
 // for a bf16 Linear; f32 weights: an fp32 GEMM. A bias is broadcast into out first and added by beta = 1.
+// `exact` (the profiler's forward) keeps x at about fp32's precision instead: for bf16 weights x = hi + lo in bf16
+// and two GEMMs accumulate into out; for f16 weights (f16 cannot carry x's range as two halves) w is widened to
+// fp32 in panels of rows and each panel runs an fp32 GEMM.
 //
 // cuBLAS is opened at run time (dlopen), so the addon builds where only nvcc and cudart are installed and
 // loads where the library lives in a Python wheel: MOA_CUBLAS_PATH names the library file, else the system
@@ -14,6 +17,7 @@
 #include <dlfcn.h>
 #include <glob.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <mutex>
 #include <string>
@@ -148,6 +152,23 @@ __global__ void narrowKernel(H* out, const float* x, int64_t count) {
   }
 }
 
+__global__ void splitKernel(__nv_bfloat16* hi, __nv_bfloat16* lo, const float* x, int64_t count) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float value = x[i];
+    const __nv_bfloat16 rounded = __float2bfloat16_rn(value);
+    hi[i] = rounded;
+    if (lo != nullptr) lo[i] = __float2bfloat16_rn(value - __bfloat162float(rounded));
+  }
+}
+
+__global__ void widenHalfKernel(float* out, const __half* w, int64_t count) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[i] = __half2float(w[i]);
+  }
+}
+
 template <typename W>
 __global__ void broadcastBiasKernel(float* out, const W* bias, int64_t m, int64_t n) {
   const int64_t count = m * n;
@@ -179,13 +200,26 @@ void gemm(const std::string& op, const std::string& sizes, bool transA, int64_t 
   checkLaunch(op, sizes);
 }
 
+void splitToBf16(void* hi, void* lo, const float* x, int64_t count, const std::string& op, const std::string& sizes) {
+  if (count == 0) return;
+  splitKernel<<<gridFor(count, 256), 256>>>(static_cast<__nv_bfloat16*>(hi), static_cast<__nv_bfloat16*>(lo), x,
+                                            count);
+  checkLaunch(op, "splitting to bf16, " + sizes);
+}
+
+void widenHalf(float* out, const void* w, int64_t count, const std::string& op, const std::string& sizes) {
+  if (count == 0) return;
+  widenHalfKernel<<<gridFor(count, 256), 256>>>(out, static_cast<const __half*>(w), count);
+  checkLaunch(op, "widening f16, " + sizes);
+}
+
 std::string cublasStatus() {
   const Cublas& library = openCublas();
   return library.error;
 }
 
 void matmul(float* out, const float* x, const void* w, DType wType, const void* bias, DType biasType, int64_t m,
-            int64_t n, int64_t k) {
+            int64_t n, int64_t k, bool exact) {
   const std::string op = "matmul";
   const std::string sizes = dims({{"m", m}, {"n", n}, {"k", k}});
   if (m == 0 || n == 0) return;
@@ -214,6 +248,26 @@ void matmul(float* out, const float* x, const void* w, DType wType, const void* 
     return;
   }
   if (k == 0) return;
+
+  if (exact && wType == DType::BF16) {
+    auto* hi = static_cast<__nv_bfloat16*>(scratch(ScratchSlot::Half, static_cast<size_t>(m * k) * 4, op));
+    __nv_bfloat16* lo = hi + m * k;
+    splitToBf16(hi, lo, x, m * k, op, sizes);
+    gemm(op, sizes, true, n, m, k, w, k, hi, k, GemmType::BF16, beta, out, n);
+    gemm(op, sizes, true, n, m, k, w, k, lo, k, GemmType::BF16, 1.0f, out, n);
+    return;
+  }
+  if (exact && wType == DType::F16) {
+    // Panels of w's rows (out's columns) of at most 64 MiB in fp32.
+    const int64_t panel = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{16} << 20) / k));
+    auto* wide = static_cast<float*>(scratch(ScratchSlot::Half, static_cast<size_t>(panel * k) * 4, op));
+    for (int64_t p0 = 0; p0 < n; p0 += panel) {
+      const int64_t rows = std::min(panel, n - p0);
+      widenHalf(wide, static_cast<const __half*>(w) + p0 * k, rows * k, op, sizes);
+      gemm(op, sizes, true, rows, m, k, wide, k, x, k, GemmType::F32, beta, out + p0, n);
+    }
+    return;
+  }
 
   const float alpha = 1.0f;
   int type = kR32F;

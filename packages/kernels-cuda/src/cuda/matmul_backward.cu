@@ -21,27 +21,6 @@
 #include "cuda/scratch.cuh"
 
 namespace moa::cuda {
-namespace {
-
-// hi[i] = bf16(x[i]), lo[i] = bf16(x[i] − hi[i]) (lo null: hi only).
-__global__ void splitBf16Kernel(__nv_bfloat16* hi, __nv_bfloat16* lo, const float* x, int64_t count) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float value = x[i];
-    const __nv_bfloat16 rounded = __float2bfloat16_rn(value);
-    hi[i] = rounded;
-    if (lo != nullptr) lo[i] = __float2bfloat16_rn(value - __bfloat162float(rounded));
-  }
-}
-
-__global__ void widenHalfKernel(float* out, const __half* w, int64_t count) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[i] = __half2float(w[i]);
-  }
-}
-
-}  // namespace
 
 void matmulBackward(float* dx, const float* dy, const void* w, DType wType, int64_t m, int64_t n, int64_t k,
                     bool accumulate) {
@@ -57,8 +36,7 @@ void matmulBackward(float* dx, const float* dy, const void* w, DType wType, int6
     const bool split = backwardSplit();
     auto* hi = static_cast<__nv_bfloat16*>(scratch(ScratchSlot::Half, static_cast<size_t>(m * n) * (split ? 4 : 2), op));
     __nv_bfloat16* lo = split ? hi + m * n : nullptr;
-    splitBf16Kernel<<<gridFor(m * n, 256), 256>>>(hi, lo, dy, m * n);
-    checkLaunch(op, "splitting dy, " + sizes);
+    splitToBf16(hi, lo, dy, m * n, op, sizes);
     gemm(op, sizes, false, k, m, n, w, k, hi, n, GemmType::BF16, beta, dx, k);
     if (split) gemm(op, sizes, false, k, m, n, w, k, lo, n, GemmType::BF16, 1.0f, dx, k);
     return;
@@ -69,8 +47,7 @@ void matmulBackward(float* dx, const float* dy, const void* w, DType wType, int6
     auto* wide = static_cast<float*>(scratch(ScratchSlot::Half, static_cast<size_t>(panel * k) * 4, op));
     for (int64_t p0 = 0; p0 < n; p0 += panel) {
       const int64_t rows = std::min(panel, n - p0);
-      widenHalfKernel<<<gridFor(rows * k, 256), 256>>>(wide, static_cast<const __half*>(w) + p0 * k, rows * k);
-      checkLaunch(op, "widening w, " + sizes);
+      widenHalf(wide, static_cast<const __half*>(w) + p0 * k, rows * k, op, sizes);
       gemm(op, sizes, false, k, m, rows, wide, k, dy + p0, n, GemmType::F32, p0 == 0 ? beta : 1.0f, dx, k);
     }
     return;
