@@ -56,16 +56,23 @@ describe("moa compress on moa-nano (tiny settings)", () => {
     expect(planKvBytes(densePlan(SHAPE, [1024]), 1024, { batch: 2, bytesPerElement: 4 })).toBe(
       denseBytes(1024, 2),
     );
+    // Validated at 1024 and at the longest profiled length below it (512), one sample each.
     expect(plan.provenance).toMatchObject({
-      validation: { length: 1024, samples: 1 },
+      validation: { length: 1024, lengths: [512, 1024], samples: 2 },
       kvBudget: { bytes: budget },
     });
 
     const summary = JSON.parse(await readFile(join(out, "summary.json"), "utf8"));
     expect(summary.density).toBeCloseTo(budget / denseBytes(1024, 2), 12);
-    const fitting = summary.candidates.filter((c: { withinBudget: boolean }) => c.withinBudget);
-    const lowest = Math.min(...fitting.map((c: { validationLoss: number }) => c.validationLoss));
-    expect(summary.candidates[summary.chosen].validationLoss).toBe(lowest);
+    // The selection rule (profiler select.ts): the chosen plan is within the budget and tied with the lowest score.
+    expect(summary.selection.chosen).toBe(summary.chosen);
+    expect(summary.selection.tied).toContain(summary.chosen);
+    expect(summary.candidates[summary.chosen].withinBudget).toBe(true);
+    const scores = summary.candidates
+      .filter((c: { withinBudget: boolean }) => c.withinBudget)
+      .map((c: { score: number }) => c.score);
+    expect(summary.candidates[summary.selection.lowest].score).toBe(Math.min(...scores));
+    expect(run.stdout).toContain(`selection: candidate ${summary.chosen}: `);
     const chosen = parsePlanText(
       await readFile(join(out, summary.candidates[summary.chosen].file), "utf8"),
       "c",

@@ -63,10 +63,15 @@ interface LineRecord {
  * pre-tokenizer's own split points (`\n` | `line`), so the ids are the tokenizer's encoding of the text, and the
  * count is made exact by giving other records longer or shorter keys.
  */
-export function linesContent(tokens: number, frame: PromptFrame, random: SampleRandom): CalibrationContent {
+export function linesContent(
+  tokens: number,
+  frame: PromptFrame,
+  random: SampleRandom,
+  depth?: number,
+): CalibrationContent {
   // A rare record set cannot be fitted exactly; a second stream (named after the first) practically always can.
   for (let stream = random, attempt = 1; ; attempt++) {
-    const content = fitLines(tokens, frame, stream);
+    const content = fitLines(tokens, frame, stream, depth);
     if (content !== undefined) return content;
     if (attempt === 4) {
       throw new MoaError(
@@ -82,7 +87,12 @@ export function linesContent(tokens: number, frame: PromptFrame, random: SampleR
   }
 }
 
-function fitLines(tokens: number, frame: PromptFrame, random: SampleRandom): CalibrationContent | undefined {
+function fitLines(
+  tokens: number,
+  frame: PromptFrame,
+  random: SampleRandom,
+  depth: number | undefined,
+): CalibrationContent | undefined {
   const header = frame.encode(LINES_HEADER);
   const cue = frame.chat ? "" : "\nAnswer: <";
   const question = (key: string) =>
@@ -121,7 +131,10 @@ function fitLines(tokens: number, frame: PromptFrame, random: SampleRandom): Cal
     records.push(record);
     recordTokens += record.ids.length;
   }
-  const asked = records[random.integer(0, records.length - 1)]!;
+  const asked =
+    depth === undefined
+      ? records[random.integer(0, records.length - 1)]!
+      : records[Math.round(depth * (records.length - 1))]!;
   const questionIds = question(asked.key);
   // Drop records from the end (never the asked one, never the first: it carries the blank line) until the
   // question fits.
@@ -204,8 +217,13 @@ function fillerIds(frame: PromptFrame, tokens: number): { plain: number[]; space
   return cached;
 }
 
-/** A passkey prompt of exactly `tokens` tokens, the key at a random depth of the filler. */
-export function passkeyContent(tokens: number, frame: PromptFrame, random: SampleRandom): CalibrationContent {
+/** A passkey prompt of exactly `tokens` tokens, the key at a random depth of the filler (or at `depth`). */
+export function passkeyContent(
+  tokens: number,
+  frame: PromptFrame,
+  random: SampleRandom,
+  depth?: number,
+): CalibrationContent {
   const key = String(random.integer(10000, 99999));
   const header = frame.encode(PASSKEY_HEADER);
   const needle = frame.encode(` The pass key is ${key}. Remember it. ${key} is the pass key.`);
@@ -214,7 +232,7 @@ export function passkeyContent(tokens: number, frame: PromptFrame, random: Sampl
   );
   const filler = tokens - header.length - needle.length - question.length;
   if (filler < 2) tooShort("passkey", tokens, tokens - filler + 2);
-  const before = Math.max(1, Math.min(filler - 1, Math.round(random.float() * filler)));
+  const before = Math.max(1, Math.min(filler - 1, Math.round((depth ?? random.float()) * filler)));
   const run = fillerIds(frame, filler);
   const ids = [
     ...header,
@@ -306,6 +324,43 @@ export function defaultCalibration(): CalibrationSource {
         default:
           return corpusContent(kind as CorpusName, tokens, frame, random);
       }
+    },
+  };
+}
+
+// --- validation --------------------------------------------------------------------------------------------
+
+/** Version of the built-in validation set: bump when a prompt changes. */
+export const VALIDATION_CALIBRATION_VERSION = 1;
+
+/**
+ * Needle depth of validation sample `index`: pairs of samples (lines, passkey) take the van der Corput sequence
+ * 1/2, 1/4, 3/4, 1/8, 5/8, … — the middle of the context first, where a sink and a local window reach nothing,
+ * then ever finer around it.
+ */
+export function validationDepth(index: number): number {
+  let k = Math.floor(index / 2) + 1;
+  let depth = 0;
+  for (let base = 0.5; k > 0; base /= 2, k >>= 1) if (k & 1) depth += base;
+  return depth;
+}
+
+/**
+ * The built-in validation set: what compression can break and a profile can miss — long-range retrieval with
+ * the needle inside the context, away from the sink and the local window. Samples alternate LongEval "lines"
+ * and passkey, needles at {@link validationDepth}. Natural text stays in the profile, which the solver already
+ * minimises; validation tells apart plans the profile rates alike (or wrongly: its first-order influence of a
+ * head that retrieves one far block is small next to a head that spreads its attention thinly over all of them).
+ */
+export function validationCalibration(): CalibrationSource {
+  return {
+    description: `built-in validation set v${VALIDATION_CALIBRATION_VERSION} (lines, passkey, repeating; needles at depths 1/2, 1/4, 3/4, 1/8, …)`,
+    key: `builtin-validation-v${VALIDATION_CALIBRATION_VERSION}`,
+    content(index, tokens, frame, random) {
+      const depth = validationDepth(index);
+      return index % 2 === 0
+        ? linesContent(tokens, frame, random, depth)
+        : passkeyContent(tokens, frame, random, depth);
     },
   };
 }

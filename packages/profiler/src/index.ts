@@ -7,6 +7,8 @@ export * from "./jsonl.js";
 export * from "./profile-file.js";
 export * from "./profile-run.js";
 export * from "./prompt-frame.js";
+export * from "./refine.js";
+export * from "./select.js";
 export { SampleRandom } from "./random.js";
 export * from "./sample.js";
 export { E_PROFILE_STATE, removeState, type SampleRecord } from "./state.js";

@@ -69,6 +69,39 @@ export function answerLoss(model: Model, samples: readonly CalibrationSample[]):
   return sum / count;
 }
 
+/** Each sample's own mean cross-entropy (nats) over its answer tokens, under the model's attention. */
+export function sampleLosses(model: Model, samples: readonly CalibrationSample[]): number[] {
+  return samples.map((sample) => answerLoss(model, [sample]));
+}
+
+/**
+ * Per-sample answer losses of each plan (`[plan][sample]`): the checkpoint loaded with the plan (its masks and
+ * elastic cache) at the longest sample's length, then every sample scored.
+ */
+export async function planSampleLosses(
+  dir: string,
+  plans: readonly MoaPlan[],
+  samples: readonly CalibrationSample[],
+  options: { backend?: LoadOptions["backend"]; onPlan?: (done: number, total: number) => void } = {},
+): Promise<number[][]> {
+  const maxLength = Math.max(...samples.map((s) => s.length));
+  const losses: number[][] = [];
+  for (const [i, plan] of plans.entries()) {
+    const model = await loadModel(dir, {
+      plan,
+      maxLength,
+      ...(options.backend === undefined ? {} : { backend: options.backend }),
+    });
+    try {
+      losses.push(sampleLosses(model, samples));
+    } finally {
+      model.dispose();
+    }
+    options.onPlan?.(i + 1, plans.length);
+  }
+  return losses;
+}
+
 /** The answer loss of each plan: the checkpoint loaded with the plan (its masks and elastic cache), then scored. */
 export async function planLosses(
   dir: string,

@@ -8,6 +8,8 @@ import {
   PromptFrame,
   passkeyContent,
   SampleRandom,
+  validationCalibration,
+  validationDepth,
 } from "../src/index.js";
 import { nanoTokenizer } from "./helpers.js";
 
@@ -76,6 +78,31 @@ describe("the built-in calibration set", () => {
     const depth = text.indexOf(key) / text.length;
     expect(depth).toBeGreaterThan(0.02);
     expect(depth).toBeLessThan(0.98);
+  });
+
+  it("validation: lines and passkey in turn, needles mid-context first (depths 1/2, 1/4, 3/4, 1/8, …)", () => {
+    expect(Array.from({ length: 10 }, (_, i) => validationDepth(i))).toEqual([
+      0.5, 0.5, 0.25, 0.25, 0.75, 0.75, 0.125, 0.125, 0.625, 0.625,
+    ]);
+    const source = validationCalibration();
+    for (let index = 0; index < 6; index++) {
+      const content = source.content(index, 1500, frame, new SampleRandom(`validation/${index}`));
+      expect(content.ids).toHaveLength(1500);
+      expect(content.kind).toBe(index % 2 === 0 ? "lines" : "passkey");
+      const text = frame.decode(content.ids);
+      const depth = validationDepth(index);
+      if (content.kind === "lines") {
+        const records = [...text.matchAll(/^line ([a-z]+-[a-z]+): REGISTER_CONTENT is <(\d{5})>$/gm)];
+        const asked = /in line ([a-z]+-[a-z]+)\? I need the number/.exec(text)![1];
+        const at = records.findIndex((m) => m[1] === asked);
+        expect(records[at]![2]).toBe(content.expected);
+        // Fitting the length may add or drop a few records after the question is chosen.
+        expect(Math.abs(at / (records.length - 1) - depth)).toBeLessThan(0.05);
+      } else {
+        const at = text.indexOf(`The pass key is ${content.expected}`) / text.length;
+        expect(Math.abs(at - depth)).toBeLessThan(0.05);
+      }
+    }
   });
 
   it("ships prose and Python documents of its own", () => {

@@ -4,6 +4,7 @@ import {
   type CompressProgress,
   type CompressResult,
   compressModel,
+  DEFAULT_PIN_HEADS,
   DEFAULT_VALIDATION_SAMPLES,
   readProfileWithExtras,
   removeState,
@@ -13,7 +14,14 @@ import {
 import { loadNamedBackend } from "@moa/runtime";
 import { KV_CACHE_DTYPE_BYTES, parseByteSize } from "@moa/server";
 import type { GqaMode } from "@moa/solver";
-import { booleanFlag, expectPositionals, numberFlag, type ParsedArgs, stringFlag } from "../args.js";
+import {
+  booleanFlag,
+  expectPositionals,
+  integerListFlag,
+  numberFlag,
+  type ParsedArgs,
+  stringFlag,
+} from "../args.js";
 import type { Command } from "../command.js";
 import { CliError, usageError, userFacing, userFacingAsync } from "../errors.js";
 import { exists, type Io, readInputFile, writeFilesAtomically } from "../io.js";
@@ -45,7 +53,8 @@ function progressPrinter(io: Io, stateDir: string): (event: CompressProgress) =>
       phase = event.phase;
       if (event.phase === "optimize") io.stderr("optimising: Pareto-optimal plans under the KV budget\n");
       if (event.phase === "validation-samples")
-        io.stderr("validating: dense-model answers at the validation length\n");
+        io.stderr("validating: dense-model answers at the validation lengths\n");
+      if (event.phase === "probe") io.stderr("probing: each KV head of the best candidate widened alone\n");
     }
     switch (event.phase) {
       case "note":
@@ -63,7 +72,44 @@ function progressPrinter(io: Io, stateDir: string): (event: CompressProgress) =>
       case "validation-plans":
         bar.line(`  scored plan ${event.done}/${event.total} (${formatDuration(elapsed())} elapsed)`);
         break;
+      case "probe":
+        bar.line(`  probe ${event.done}/${event.total} (${formatDuration(elapsed())} elapsed)`);
+        break;
+      case "pin":
+        bar.line(
+          `  re-solving with ${event.heads.map((h) => `layer ${h.layer} KV head ${h.kvHead}`).join(", ")} kept whole`,
+        );
+        break;
     }
+  };
+}
+
+/** The report's summary with what the selection rule saw: per-sample excess, ties, the reason, probes, pins. */
+function withSelection(summary: Record<string, unknown>, result: CompressResult): Record<string, unknown> {
+  const candidates = (summary.candidates as Array<Record<string, unknown>>).map((c, i) => {
+    const cand = result.candidates[i]!;
+    return {
+      ...c,
+      validationLossByLength: cand.validationLossByLength,
+      excess: cand.excess,
+      ...(cand.pinned === undefined ? {} : { pinned: cand.pinned }),
+      score: result.selection.score[i],
+      regret: result.selection.regret[i],
+    };
+  });
+  return {
+    ...summary,
+    candidates,
+    validationLengths: result.validation.lengths,
+    validationSource: result.validation.source,
+    denseValidationLossByLength: result.validation.denseLossByLength,
+    selection: {
+      chosen: result.selection.chosen,
+      lowest: result.selection.lowest,
+      tied: result.selection.tied,
+      reason: result.selection.reason,
+    },
+    probes: result.probes,
   };
 }
 
@@ -94,7 +140,18 @@ export const compressCommand: Command = {
       "--validation-length <N>",
       "unseen length to validate at (default 2 × the longest profiled, at most the context)",
     ],
-    ["--validation-samples <N>", `validation samples (default ${DEFAULT_VALIDATION_SAMPLES})`],
+    [
+      "--validation-lengths <list>",
+      "every length to validate at (default the validation length and the longest profiled length below it)",
+    ],
+    [
+      "--validation-samples <N>",
+      `validation samples per validation length (default ${DEFAULT_VALIDATION_SAMPLES}; built in: lines and passkey, needles mid-context)`,
+    ],
+    [
+      "--pin-heads <k>",
+      `probe each KV head of the best candidate, re-solve with the k most useful kept whole (default ${DEFAULT_PIN_HEADS}; 0: off)`,
+    ],
     [
       "--extend <n>",
       "longer length where the density is constrained too (default max(2 × longest, validation/budget length))",
@@ -127,6 +184,8 @@ export const compressCommand: Command = {
     profile: { type: "string" },
     "validation-length": { type: "string" },
     "validation-samples": { type: "string" },
+    "validation-lengths": { type: "string" },
+    "pin-heads": { type: "string" },
     extend: { type: "string" },
     "lower-ratio": { type: "string" },
     "pareto-points": { type: "string" },
@@ -168,6 +227,8 @@ export const compressCommand: Command = {
     const settings = await calibrationSettings(c, argv);
     const validationLength = numberFlag(c, argv, "validation-length", { integer: true, min: 1 });
     const validationSamples = numberFlag(c, argv, "validation-samples", { integer: true, min: 1 });
+    const validationLengths = integerListFlag(c, argv, "validation-lengths");
+    const pinHeads = numberFlag(c, argv, "pin-heads", { integer: true, min: 0 });
     const extend = numberFlag(c, argv, "extend", { integer: true, min: 1 });
     const lowerRatio = numberFlag(c, argv, "lower-ratio", { min: 0, max: 1 });
     const paretoPoints = numberFlag(c, argv, "pareto-points", { integer: true, min: 0 });
@@ -236,6 +297,8 @@ export const compressCommand: Command = {
         ...(settings.backend === undefined ? {} : { backend: settings.backend }),
         ...(validationLength === undefined ? {} : { validationLength }),
         ...(validationSamples === undefined ? {} : { validationSamples }),
+        ...(validationLengths === undefined ? {} : { validationLengths }),
+        ...(pinHeads === undefined ? {} : { pinHeads }),
         ...(extend === undefined ? {} : { extend }),
         ...(lowerRatio === undefined ? {} : { lowerRatio }),
         ...(paretoPoints === undefined ? {} : { paretoPoints }),
@@ -254,6 +317,7 @@ export const compressCommand: Command = {
       command: commandLine(c, argv),
       profileFile: profilePath ?? "profile.safetensors",
     });
+    const summary = withSelection(report.summary as Record<string, unknown>, result);
     const files: Array<{ path: string; data: string | Uint8Array }> = [
       { path: join(outDir, "plan.json"), data: serializePlan(result.plan) },
       ...result.candidates.map((candidate, i) => ({
@@ -264,7 +328,7 @@ export const compressCommand: Command = {
       ...(format === "md"
         ? Object.entries(report.svgs).map(([name, svg]) => ({ path: join(outDir, name), data: svg }))
         : []),
-      { path: join(outDir, "summary.json"), data: `${JSON.stringify(report.summary, null, 2)}\n` },
+      { path: join(outDir, "summary.json"), data: `${JSON.stringify(summary, null, 2)}\n` },
     ];
     if (profilePath === undefined) {
       files.push({
@@ -278,10 +342,17 @@ export const compressCommand: Command = {
     const warning = validationWarning(result);
     if (warning !== undefined) io.stderr(`warning: ${warning}\n`);
     if (booleanFlag(argv, "json")) {
-      io.stdout(`${JSON.stringify(report.summary, null, 2)}\n`);
+      io.stdout(`${JSON.stringify(summary, null, 2)}\n`);
       return;
     }
     const V = result.validation.length;
+    const VL = result.validation.lengths;
+    const origin = (cand: CompressResult["candidates"][number]) =>
+      cand.pinned !== undefined
+        ? `pinned ${cand.pinned.map((h) => `L${h.layer}/kv${h.kvHead}`).join(" ")}`
+        : cand.point.origin.kind === "anchor"
+          ? `min loss@${cand.point.origin.length}`
+          : "epsilon";
     io.stdout(
       formatTable(
         [
@@ -289,7 +360,9 @@ export const compressCommand: Command = {
           ...result.lengths.map((n) => `loss@${n}`),
           `kv@${V}`,
           ...(result.budget === undefined ? [] : ["KV bytes"]),
-          `val loss@${V}`,
+          ...VL.map((n) => `val@${n}`),
+          "val loss",
+          "origin",
           "",
         ],
         [
@@ -298,15 +371,19 @@ export const compressCommand: Command = {
             ...result.lengths.map((n) => fixed(cand.point.loss[String(n)]!, 5)),
             fixed(cand.kvDensity),
             ...(cand.kvBytes === undefined ? [] : [`${cand.kvBytes}${cand.withinBudget ? "" : " over"}`]),
+            ...VL.map((n) => fixed(cand.validationLossByLength[String(n)]!)),
             fixed(cand.validationLoss),
-            i === result.chosen ? "chosen → plan.json" : "",
+            origin(cand),
+            i === result.chosen ? "chosen → plan.json" : result.selection.tied.includes(i) ? "tied" : "",
           ]),
           [
             "dense",
             ...result.lengths.map(() => "–"),
             "1.0000",
             ...(result.budget ? ["–"] : []),
+            ...VL.map((n) => fixed(result.validation.denseLossByLength[String(n)]!)),
             fixed(result.validation.denseLoss),
+            "",
             "",
           ],
           [
@@ -314,12 +391,28 @@ export const compressCommand: Command = {
             ...result.lengths.map(() => "–"),
             fixed(result.validation.uniform.kvDensity),
             ...(result.budget ? ["–"] : []),
+            ...VL.map(() => "–"),
             fixed(result.validation.uniform.loss),
+            "",
             "",
           ],
         ],
       ),
     );
+    if (result.probes !== null) {
+      const useful = result.probes.heads.filter((h) => h.gain > 0).sort((a, b) => b.gain - a.gain);
+      io.stdout(
+        `\nprobes (candidate ${result.probes.base} with one KV head widened to the whole context, ${result.probes.heads.length} heads): ` +
+          (useful.length === 0
+            ? "no head recovers validation loss"
+            : useful
+                .slice(0, 4)
+                .map((h) => `L${h.layer}/kv${h.kvHead} −${h.gain.toFixed(4)}`)
+                .join(", ")) +
+          "\n",
+      );
+    }
+    io.stdout(`selection: candidate ${result.chosen}: ${result.selection.reason}\n`);
     io.stdout(
       `\nwrote ${join(outDir, "plan.json")} (candidate ${result.chosen} of ${result.candidates.length}, KV density ` +
         `${fixed(result.candidates[result.chosen]!.kvDensity)} at ${V} tokens) and ${join(outDir, reportFile)} ` +
