@@ -132,7 +132,12 @@ class EagerProfiler:
         heads, nb = out.shape[0], out.shape[1]
 
         def make(probs):
+            # The hook is registered on A and needs A: it holds it through a list that it empties when it has
+            # run, so no reference cycle (A -> hook -> A) keeps a layer's n×n tensors alive after its backward.
+            held = [probs]
+
             def hook(grad):
+                probs = held.pop()
                 with torch.no_grad():
                     n = probs.shape[-1]
                     pad = nb * BLOCK - n
@@ -167,6 +172,7 @@ class EagerProfiler:
                             flags[h0:h0 + c] = torch.minimum(
                                 flags[h0:h0 + c], gap.view(c, nb, BLOCK, nb, BLOCK).amin(dim=(2, 4)))
                         del a, g, s, e
+                del probs
                 return None
 
             return hook
