@@ -10,7 +10,8 @@
 # Needs python3 with torch and transformers, and for ours: node ($NODE, default `node`), the bundle
 # (node packages/kernels-cuda/scripts/gpu-suite.mjs --bundle) and the CUDA addon
 # (packages/kernels-cuda/build/Release/moa_cuda.node). A failing step is logged and the rest still runs.
-# Env: CKPT (8B checkpoint dir, default /tmp/random-llama3-8b), RUNS (timed runs per length, default 3),
+# Env: CKPT (8B checkpoint dir, default /tmp/random-llama3-8b), RUNS (timed runs per length after a warm-up,
+# default 3; RUNS_TINY for moa-tiny, default 5: its runs take 0.05-0.2 s and vary by up to 60% at 4k),
 # SKIP_OURS=1 / SKIP_EAGER=1 (one side only), OURS_8B_LENGTHS (default 4096,8192,32768).
 set -uo pipefail
 out=${1:?usage: bench/profile-bench.sh <out-dir>}
@@ -18,6 +19,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 node=${NODE:-node}
 ckpt=${CKPT:-/tmp/random-llama3-8b}
 runs=${RUNS:-3}
+runs_tiny=${RUNS_TINY:-5}
 ours_8b=${OURS_8B_LENGTHS:-4096,8192,32768}
 bundle="$root/packages/kernels-cuda/dist-gpu/profile-speed.mjs"
 mkdir -p "$out"
@@ -40,14 +42,14 @@ fi
 
 if [[ -z "${SKIP_OURS:-}" ]]; then
   step "ours moa-tiny"
-  "$node" "$bundle" "$root/fixtures/moa-tiny" "$out/ours-moa-tiny.json" 4096,8192 "$runs" || step "ours moa-tiny exited $?"
+  "$node" "$bundle" "$root/fixtures/moa-tiny" "$out/ours-moa-tiny.json" 4096,8192 "$runs_tiny" || step "ours moa-tiny exited $?"
   step "ours 8B ($ours_8b)"
   "$node" "$bundle" "$ckpt" "$out/ours-8b.json" "$ours_8b" "$runs" || step "ours 8B exited $?"
 fi
 
 if [[ -z "${SKIP_EAGER:-}" ]]; then
   step "eager moa-tiny"
-  python3 "$root/bench/eager_profiler.py" --bench "$root/fixtures/moa-tiny" --lengths 4096,8192 --runs "$runs" \
+  python3 "$root/bench/eager_profiler.py" --bench "$root/fixtures/moa-tiny" --lengths 4096,8192 --runs "$runs_tiny" \
     --out "$out/eager-moa-tiny.json" || step "eager moa-tiny exited $?"
   step "eager 8B"
   python3 "$root/bench/eager_profiler.py" --bench "$ckpt" --label random-llama3-8b --lengths 4096,8192 \
