@@ -10,8 +10,8 @@
  * So compress asks the model directly: starting from the candidate with the lowest validation loss, it widens
  * one KV head at a time to the whole context (a probe; over budget, never a candidate itself) and measures how
  * much validation loss that recovers. The heads that recover the most are then *pinned* — their query heads
- * keep every block — and the solver re-optimises the rest of the budget around them; those plans join the
- * candidates and go through the same validation and selection.
+ * keep every block, as far as the budget allows — and the solver re-optimises the rest of the budget around
+ * them; those plans join the candidates and go through the same validation and selection.
  */
 import { type ElasticRule, type ModelShape, type MoaPlan, type MoaProfile, ruleLossTable } from "@moa/core";
 
@@ -55,8 +55,10 @@ export function widenKvHeads(plan: MoaPlan, heads: readonly KvHeadRef[]): Elasti
 /**
  * A copy of `profile` in which every causal block of the query heads of `heads` weighs ten times the whole
  * profile at that length: any rule that drops a block of a pinned head costs more than every other head's loss
- * together, so the solver keeps pinned heads whole at every profiled length and spends the rest of the budget
- * as it would. Ten times (not more) keeps the objective's range small for the MIP's tolerances.
+ * together, so the solver keeps pinned heads whole at every profiled length whenever the budget can hold them
+ * (when it cannot — two whole KV heads of moa-tiny's twelve exceed KV density 0.25 — it narrows them as little
+ * as it must) and spends the rest of the budget as it would. Ten times (not more) keeps the objective's range
+ * small for the MIP's tolerances.
  */
 export function pinProfile(profile: MoaProfile, shape: ModelShape, heads: readonly KvHeadRef[]): MoaProfile {
   const group = shape.heads / shape.kvHeads;
