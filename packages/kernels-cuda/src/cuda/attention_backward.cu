@@ -22,8 +22,11 @@
 //      only this CTA writes, so the sums need no atomics: each tile's block sum is reduced in a fixed order and
 //      added by one thread, and the dominant entry of each row (P > 1/2, evaluated at the row's end from the
 //      other entries' sums, exactly as the CPU reference does) is added last, row by row;
-//   B. key-major backward: a CTA owns 64 keys of a KV head and walks the group's query heads and the query
-//      tiles from the diagonal on: dk and dv summed over the group in registers, written once.
+//   B. key-major backward: a CTA owns 64 keys and one query head and walks the query tiles from the diagonal
+//      on, dk and dv in registers. With GQA each query head writes its own fp32 partial ([T, Hq, D] scratch) and
+//      a last kernel sums each group in a fixed order: a CTA per KV head would leave a model with few KV heads
+//      (moa-tiny: 2) with too few CTAs, and the first key tile's CTA would walk every query tile of every head
+//      of its group alone.
 // Every sum has a fixed order, so results are deterministic. CTAs are ordered longest first.
 //
 // Head dims 64 and 128 (the TypeScript backend stages other head dims through the CPU reference).
@@ -84,6 +87,9 @@ struct Params {
   float* dv;
   float* influence;  // [sequences, Hq, blocks, blocks] or null
   float* delta;      // [T, Hq]: D_i, written by pass A, read by pass B
+  float* dkOut;      // pass B's output: dk itself [T, Hkv, D] (MHA), else per-query-head partials [T, Hq, D]
+  float* dvOut;
+  int outHeads;      // heads of dkOut/dvOut: Hkv or Hq
   const Task* tasks;
   int queryHeads;
   int kvHeads;
@@ -436,13 +442,18 @@ __global__ void __launch_bounds__(kThreads, 1) queryKernel(Params p) {
 
   float dq[D / 8][4];
   zero<D>(dq);
+  // Thread 0 adds each tile's block sum to the influence row one tile later, with the block's old value loaded a
+  // tile ahead, so the read's latency hides behind the tile's products instead of stalling the barrier.
+  const bool adder = influenceRow != nullptr && threadIdx.x == 0;
+  float previous = adder ? influenceRow[0] : 0.0f;
 
   for (int kt = 0; kt <= task.tile; ++kt) {
     cpAsyncWaitAll();
     __syncthreads();
-    if (influenceRow != nullptr && kt > 0 && threadIdx.x == 0) {
+    if (adder && kt > 0) {
       const float* sums = warpE[(kt - 1) & 1];
-      influenceRow[kt - 1] += (sums[0] + sums[1]) + (sums[2] + sums[3]);
+      influenceRow[kt - 1] = previous + ((sums[0] + sums[1]) + (sums[2] + sums[3]));
+      previous = influenceRow[kt];
     }
     const int stageIndex = kt & 1;
     if (kt < task.tile) {
@@ -506,9 +517,9 @@ __global__ void __launch_bounds__(kThreads, 1) queryKernel(Params p) {
   __syncthreads();
 
   if (influenceRow != nullptr) {
-    if (threadIdx.x == 0) {
+    if (adder) {
       const float* sums = warpE[task.tile & 1];
-      influenceRow[task.tile] += (sums[0] + sums[1]) + (sums[2] + sums[3]);
+      influenceRow[task.tile] = previous + ((sums[0] + sums[1]) + (sums[2] + sums[3]));
     }
     // The dominant entry j of a row: with R = 1 − P_ij = Σ_{n≠j} P_in and G_ij − S_i = G_ij·R − Σ_{n≠j} P_in G_in,
     // E_ij = −P_ij (G_ij − S_i) / (R + eps), free of the cancellation in 1 − P_ij and dP_ij − D_i.
@@ -568,14 +579,13 @@ __global__ void __launch_bounds__(kThreads, 1) keyKernel(Params p) {
   __shared__ float colDelta[2][kTile];
 
   const Task task = p.tasks[blockIdx.x];
-  const int g = task.head;
-  const int group = p.queryHeads / p.kvHeads;
+  const int h = task.head;
+  const int g = h / (p.queryHeads / p.kvHeads);
   const int n = task.n;
   const int k0 = task.tile * kTile;
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  const int queryTiles = (n + kTile - 1) / kTile - task.tile;  // from the diagonal on
-  const int items = group * queryTiles;
+  const int items = (n + kTile - 1) / kTile - task.tile;  // query tiles from the diagonal on
 
   stage<D>(kTile0, p.kHi, task.seqStart, n, k0, p.kvHeads, g);
   stage<D>(vTile0, p.vHi, task.seqStart, n, k0, p.kvHeads, g);
@@ -584,8 +594,7 @@ __global__ void __launch_bounds__(kThreads, 1) keyKernel(Params p) {
     stage<D>(vTile0 + kT, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
   }
   auto stageQueries = [&](int stageIndex, int item) {
-    const int h = g * group + item / queryTiles;
-    const int q0 = (task.tile + item % queryTiles) * kTile;
+    const int q0 = (task.tile + item) * kTile;
     uint4* qt = qTiles + stageIndex * kHalves * kT;
     uint4* dt = dOTiles + stageIndex * kHalves * kT;
     stage<D>(qt, p.qHi, task.seqStart, n, q0, p.queryHeads, h);
@@ -623,7 +632,7 @@ __global__ void __launch_bounds__(kThreads, 1) keyKernel(Params p) {
     }
     const uint4* qt = qTiles + stageIndex * kHalves * kT;
     const uint4* dt = dOTiles + stageIndex * kHalves * kT;
-    const int q0 = (task.tile + item % queryTiles) * kTile;
+    const int q0 = (task.tile + item) * kTile;
 
     // Sᵀ and dPᵀ: this warp's 16 keys × the tile's 64 queries.
     float s[8][4];
@@ -652,20 +661,41 @@ __global__ void __launch_bounds__(kThreads, 1) keyKernel(Params p) {
     productNN<D, false>(dk, dp, qt, nullptr, lane);
   }
 
-  const int64_t rowStride = static_cast<int64_t>(p.kvHeads) * D;
+  const int64_t rowStride = static_cast<int64_t>(p.outHeads) * D;
+  const int outHead = p.outHeads == p.queryHeads ? h : g;
 #pragma unroll
   for (int j = 0; j < D / 8; ++j) {
     const int col = 8 * j + 2 * (lane % 4);
     if (keyA < n) {
-      const int64_t offset = (task.seqStart + keyA) * rowStride + g * D + col;
-      *reinterpret_cast<float2*>(p.dk + offset) = make_float2(dk[j][0] * p.scale, dk[j][1] * p.scale);
-      *reinterpret_cast<float2*>(p.dv + offset) = make_float2(dv[j][0], dv[j][1]);
+      const int64_t offset = (task.seqStart + keyA) * rowStride + outHead * D + col;
+      *reinterpret_cast<float2*>(p.dkOut + offset) = make_float2(dk[j][0] * p.scale, dk[j][1] * p.scale);
+      *reinterpret_cast<float2*>(p.dvOut + offset) = make_float2(dv[j][0], dv[j][1]);
     }
     if (keyB < n) {
-      const int64_t offset = (task.seqStart + keyB) * rowStride + g * D + col;
-      *reinterpret_cast<float2*>(p.dk + offset) = make_float2(dk[j][2] * p.scale, dk[j][3] * p.scale);
-      *reinterpret_cast<float2*>(p.dv + offset) = make_float2(dv[j][2], dv[j][3]);
+      const int64_t offset = (task.seqStart + keyB) * rowStride + outHead * D + col;
+      *reinterpret_cast<float2*>(p.dkOut + offset) = make_float2(dk[j][2] * p.scale, dk[j][3] * p.scale);
+      *reinterpret_cast<float2*>(p.dvOut + offset) = make_float2(dv[j][2], dv[j][3]);
     }
+  }
+}
+
+// dk[t, g, e] = Σ_{j < group} partial[t, g·group + j, e] in that order (and dv alike): the GQA sum of pass B.
+__global__ void groupSumKernel(float* dk, float* dv, const float* partialK, const float* partialV, int64_t rows,
+                               int group, int64_t headDim) {
+  const int64_t count = rows * headDim;  // rows = T · Hkv
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = i / headDim;
+    const int64_t e = i % headDim;
+    const int64_t first = row * group * headDim + e;
+    float sumK = 0.0f;
+    float sumV = 0.0f;
+    for (int j = 0; j < group; ++j) {
+      sumK += partialK[first + j * headDim];
+      sumV += partialV[first + j * headDim];
+    }
+    dk[i] = sumK;
+    dv[i] = sumV;
   }
 }
 
@@ -691,7 +721,8 @@ struct Layout {
   int64_t kvCount;  // T · Hkv · D
 };
 
-// Carves the scratch block: bf16 halves of q, k, v (and dO), then delta [T, Hq].
+// Carves the scratch block: bf16 halves of q, k, v (and dO), then delta [T, Hq] and, with GQA, pass B's
+// per-query-head partials of dk and dv [T, Hq, D].
 struct Scratch {
   __nv_bfloat16* qHi;
   __nv_bfloat16* qLo;
@@ -702,14 +733,19 @@ struct Scratch {
   __nv_bfloat16* dOHi;
   __nv_bfloat16* dOLo;
   float* delta;
+  float* partialK;
+  float* partialV;
 };
 
-Scratch carve(const Layout& layout, int64_t queryHeads, bool split, bool withGrad, const std::string& op) {
+Scratch carve(const Layout& layout, int64_t queryHeads, bool split, bool withGrad, bool partials,
+              const std::string& op) {
   const int64_t halves = split ? 2 : 1;
   const int64_t elements = halves * ((withGrad ? 2 : 1) * layout.qCount + 2 * layout.kvCount);
   // delta goes after the bf16 copies, 16-byte aligned.
   const size_t deltaOffset = (static_cast<size_t>(elements) * 2 + 15) / 16 * 16;
-  const size_t bytes = deltaOffset + (withGrad ? static_cast<size_t>(layout.tokens * queryHeads) * 4 : 0);
+  const size_t deltaBytes = withGrad ? (static_cast<size_t>(layout.tokens * queryHeads) * 4 + 15) / 16 * 16 : 0;
+  const size_t partialBytes = partials ? static_cast<size_t>(layout.qCount) * 4 : 0;
+  const size_t bytes = deltaOffset + deltaBytes + 2 * partialBytes;
   char* base = static_cast<char*>(scratch(ScratchSlot::Attention, bytes, op));
   auto* cursor = reinterpret_cast<__nv_bfloat16*>(base);
   auto take = [&](int64_t count) {
@@ -728,6 +764,10 @@ Scratch carve(const Layout& layout, int64_t queryHeads, bool split, bool withGra
     s.dOHi = take(layout.qCount);
     s.dOLo = split ? take(layout.qCount) : nullptr;
     s.delta = reinterpret_cast<float*>(base + deltaOffset);
+  }
+  if (partials) {
+    s.partialK = reinterpret_cast<float*>(base + deltaOffset + deltaBytes);
+    s.partialV = reinterpret_cast<float*>(base + deltaOffset + deltaBytes + partialBytes);
   }
   return s;
 }
@@ -768,7 +808,7 @@ void attentionPrefillStats(float* out, float* stats, const float* q, const float
   if (tokens == 0) return;
   const bool splitOperands = backwardSplit();
   const Layout layout{tokens, tokens * dims.queryHeads * dims.headDim, tokens * dims.kvHeads * dims.headDim};
-  const Scratch s = carve(layout, dims.queryHeads, splitOperands, false, op);
+  const Scratch s = carve(layout, dims.queryHeads, splitOperands, false, false, op);
   splitToBf16(s.qHi, s.qLo, q, layout.qCount, op, sizes);
   splitToBf16(s.kHi, s.kLo, k, layout.kvCount, op, sizes);
   splitToBf16(s.vHi, s.vLo, v, layout.kvCount, op, sizes);
@@ -812,21 +852,22 @@ void attentionBackward(float* dq, float* dk, float* dv, float* influence, const 
   if (tokens == 0) return;
   const bool splitOperands = backwardSplit();
   const Layout layout{tokens, tokens * dims.queryHeads * dims.headDim, tokens * dims.kvHeads * dims.headDim};
-  const Scratch s = carve(layout, dims.queryHeads, splitOperands, true, op);
+  const bool grouped = dims.queryHeads != dims.kvHeads;
+  const Scratch s = carve(layout, dims.queryHeads, splitOperands, true, grouped, op);
   splitToBf16(s.qHi, s.qLo, q, layout.qCount, op, sizes);
   splitToBf16(s.kHi, s.kLo, k, layout.kvCount, op, sizes);
   splitToBf16(s.vHi, s.vLo, v, layout.kvCount, op, sizes);
   splitToBf16(s.dOHi, s.dOLo, dOut, layout.qCount, op, sizes);
 
-  // One upload: pass A's tasks, then pass B's (key tiles × KV heads, the most query tiles below them first).
+  // One upload: pass A's tasks, then pass B's (key tiles × query heads, the most query tiles below them first).
   std::vector<Task> tasks = queryTasks(cuSeqlens, sequences, dims.queryHeads);
   const size_t queryCount = tasks.size();
   std::vector<Task> keyTasks;
   for (int64_t seq = 0; seq < sequences; ++seq) {
     const int32_t n = cuSeqlens[seq + 1] - cuSeqlens[seq];
     for (int32_t t = 0; t * kTile < n; ++t) {
-      for (int32_t g = 0; g < dims.kvHeads; ++g) {
-        keyTasks.push_back({cuSeqlens[seq], n, t, g, static_cast<int32_t>(seq), {0, 0, 0}});
+      for (int32_t h = 0; h < dims.queryHeads; ++h) {
+        keyTasks.push_back({cuSeqlens[seq], n, t, h, static_cast<int32_t>(seq), {0, 0, 0}});
       }
     }
   }
@@ -852,6 +893,9 @@ void attentionBackward(float* dq, float* dk, float* dv, float* influence, const 
   params.dv = dv;
   params.influence = influence;
   params.delta = s.delta;
+  params.dkOut = grouped ? s.partialK : dk;
+  params.dvOut = grouped ? s.partialV : dv;
+  params.outHeads = static_cast<int>(grouped ? dims.queryHeads : dims.kvHeads);
   params.tasks = device;
   params.queryHeads = static_cast<int>(dims.queryHeads);
   params.kvHeads = static_cast<int>(dims.kvHeads);
@@ -880,6 +924,13 @@ void attentionBackward(float* dq, float* dk, float* dv, float* influence, const 
       launch(queryKernel<128, false>, sharedA128, queryCtas, params, op, sizes);
       launch(keyKernel<128, false>, sharedA128, keyCtas, keyParams, op, sizes);
     }
+  }
+  if (grouped) {
+    const int64_t rows = tokens * dims.kvHeads;
+    groupSumKernel<<<gridFor(rows * dims.headDim, 256), 256>>>(dk, dv, s.partialK, s.partialV, rows,
+                                                               static_cast<int>(dims.queryHeads / dims.kvHeads),
+                                                               dims.headDim);
+    checkLaunch(op, "summing the GQA groups, " + sizes);
   }
 }
 

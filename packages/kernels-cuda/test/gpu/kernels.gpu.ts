@@ -858,10 +858,12 @@ describe("profiling attention (stats prefill + attentionBackward with influence)
     cuda.attentionBackward(dq, dk, dv, dOut, q, k, v, out, stats, cu, 1 / Math.sqrt(d), influence);
     backend.synchronize();
     const used = before - backend.memoryInfo().free;
-    // bf16 hi + lo of q, k, v, dO and one float per (token, query head), times the scratch's growth factor of
-    // 1.5 (device.cu: scratch), plus the task list and allocator rounding.
-    const linear =
-      1.5 * (2 * 2 * (2 * tokens * hq * d + 2 * tokens * hkv * d) + 4 * tokens * hq) + 64 * 2 ** 20;
+    // bf16 hi + lo of q, k, v, dO, one float per (token, query head) and the per-query-head fp32 partials of dk
+    // and dv (GQA), times the scratch's growth factor of 1.5 (device.cu: scratch), plus the task list and
+    // allocator rounding.
+    const exact =
+      2 * 2 * (2 * tokens * hq * d + 2 * tokens * hkv * d) + 4 * tokens * hq + 2 * 4 * tokens * hq * d;
+    const linear = 1.5 * exact + 64 * 2 ** 20;
     const matrix = 4 * tokens * tokens;
     console.log(
       `  attentionBackward n=${tokens}: ${(used / 2 ** 20).toFixed(0)} MiB of scratch (linear bound ${(linear / 2 ** 20).toFixed(0)} MiB; one n×n f32 matrix is ${(matrix / 2 ** 20).toFixed(0)} MiB)`,

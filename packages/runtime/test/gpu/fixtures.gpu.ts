@@ -172,6 +172,27 @@ describe("MoA on CUDA equals MoA on the CPU reference", () => {
  * reported on its own (the CPU reference is held to 20% there too). The single-rounding mode
  * (MOA_CUDA_BACKWARD_PRECISION=bf16) is measured beside it for the record.
  */
+/** The backend calls a profile makes, timed one by one for the breakdown. */
+const OPS = [
+  "matmul",
+  "matmulBackward",
+  "attentionPrefill",
+  "attentionBackward",
+  "rmsNorm",
+  "rmsNormBackward",
+  "siluMul",
+  "siluMulBackward",
+  "crossEntropy",
+  "rope",
+  "add",
+  "embedding",
+  "toHost",
+  "write",
+  "empty",
+  "free",
+  "rows",
+];
+
 describe("profileInfluence on CUDA matches transformers' influence", () => {
   const ILL_CONDITIONED: Record<string, [number, number][]> = {
     "moa-nano": [
@@ -230,6 +251,38 @@ describe("profileInfluence on CUDA matches transformers' influence", () => {
         };
         measure("bf16");
         const result = measure("split");
+        // Where a profile's time goes: every backend call timed with a synchronise on each side (so the sum is
+        // a little above the profile's own time), printed per op.
+        const backend = model.backend as typeof model.backend & Record<string, unknown>;
+        const spent = new Map<string, { ms: number; calls: number }>();
+        const originals = new Map<string, unknown>();
+        for (const key of OPS) {
+          const original = backend[key];
+          if (typeof original !== "function") continue;
+          originals.set(key, original);
+          backend[key] = (...args: unknown[]) => {
+            backend.synchronize();
+            const started = performance.now();
+            const value = (original as (...a: unknown[]) => unknown).apply(backend, args);
+            backend.synchronize();
+            const entry = spent.get(key) ?? { ms: 0, calls: 0 };
+            entry.ms += performance.now() - started;
+            entry.calls++;
+            spent.set(key, entry);
+            return value;
+          };
+        }
+        try {
+          profileInfluence(model, reference.input_ids, reference.response_start);
+        } finally {
+          for (const key of originals.keys()) delete backend[key];
+        }
+        summary.push(
+          `  ${name.padEnd(10)} time per op (ms/calls): ${[...spent.entries()]
+            .sort((a, b) => b[1].ms - a[1].ms)
+            .map(([key, { ms, calls }]) => `${key} ${ms.toFixed(1)}/${calls}`)
+            .join(", ")}`,
+        );
         assert.ok(result.checked > layers * heads);
         assert.ok(result.lossDiff < 2e-2, `${name}: loss off by ${result.lossDiff}`);
         assert.ok(result.worst < 0.02, `${name}: a block is off by ${(100 * result.worst).toFixed(3)}%`);
