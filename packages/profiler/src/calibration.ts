@@ -334,31 +334,36 @@ export function defaultCalibration(): CalibrationSource {
 export const VALIDATION_CALIBRATION_VERSION = 1;
 
 /**
- * Needle depth of validation sample `index`: pairs of samples (lines, passkey) take the van der Corput sequence
- * 1/2, 1/4, 3/4, 1/8, 5/8, … — the middle of the context first, where a sink and a local window reach nothing,
- * then ever finer around it.
+ * Needle depth of validation sample `index`: the van der Corput sequence 1/2, 1/4, 3/4, 1/8, 5/8, 3/8, 7/8, … —
+ * the middle of the context first, then a needle three quarters of the context back from the question (which a
+ * window of half the context misses), then ever finer.
  */
 export function validationDepth(index: number): number {
-  let k = Math.floor(index / 2) + 1;
+  let k = index + 1;
   let depth = 0;
   for (let base = 0.5; k > 0; base /= 2, k >>= 1) if (k & 1) depth += base;
   return depth;
 }
 
+/** Task of validation sample `index`: lines, passkey, passkey, lines, repeating — each task gets near and far needles. */
+export function validationKind(index: number): "lines" | "passkey" {
+  return index % 4 === 0 || index % 4 === 3 ? "lines" : "passkey";
+}
+
 /**
  * The built-in validation set: what compression can break and a profile can miss — long-range retrieval with
- * the needle inside the context, away from the sink and the local window. Samples alternate LongEval "lines"
- * and passkey, needles at {@link validationDepth}. Natural text stays in the profile, which the solver already
+ * the needle inside the context, away from the sink and the local window. Samples are LongEval "lines" and
+ * passkey ({@link validationKind}), needles at {@link validationDepth}. Natural text stays in the profile, which the solver already
  * minimises; validation tells apart plans the profile rates alike (or wrongly: its first-order influence of a
  * head that retrieves one far block is small next to a head that spreads its attention thinly over all of them).
  */
 export function validationCalibration(): CalibrationSource {
   return {
-    description: `built-in validation set v${VALIDATION_CALIBRATION_VERSION} (lines, passkey, repeating; needles at depths 1/2, 1/4, 3/4, 1/8, …)`,
+    description: `built-in validation set v${VALIDATION_CALIBRATION_VERSION} (lines, passkey, passkey, lines, repeating; needles at depths 1/2, 1/4, 3/4, 1/8, …)`,
     key: `builtin-validation-v${VALIDATION_CALIBRATION_VERSION}`,
     content(index, tokens, frame, random) {
       const depth = validationDepth(index);
-      return index % 2 === 0
+      return validationKind(index) === "lines"
         ? linesContent(tokens, frame, random, depth)
         : passkeyContent(tokens, frame, random, depth);
     },

@@ -10,6 +10,7 @@ import {
   SampleRandom,
   validationCalibration,
   validationDepth,
+  validationKind,
 } from "../src/index.js";
 import { nanoTokenizer } from "./helpers.js";
 
@@ -80,15 +81,25 @@ describe("the built-in calibration set", () => {
     expect(depth).toBeLessThan(0.98);
   });
 
-  it("validation: lines and passkey in turn, needles mid-context first (depths 1/2, 1/4, 3/4, 1/8, …)", () => {
-    expect(Array.from({ length: 10 }, (_, i) => validationDepth(i))).toEqual([
-      0.5, 0.5, 0.25, 0.25, 0.75, 0.75, 0.125, 0.125, 0.625, 0.625,
+  it("validation: lines, passkey, passkey, lines, needles mid-context first (depths 1/2, 1/4, 3/4, 1/8, …)", () => {
+    expect(Array.from({ length: 8 }, (_, i) => validationDepth(i))).toEqual([
+      0.5, 0.25, 0.75, 0.125, 0.625, 0.375, 0.875, 0.0625,
+    ]);
+    expect(Array.from({ length: 8 }, (_, i) => validationKind(i))).toEqual([
+      "lines",
+      "passkey",
+      "passkey",
+      "lines",
+      "lines",
+      "passkey",
+      "passkey",
+      "lines",
     ]);
     const source = validationCalibration();
     for (let index = 0; index < 6; index++) {
       const content = source.content(index, 1500, frame, new SampleRandom(`validation/${index}`));
       expect(content.ids).toHaveLength(1500);
-      expect(content.kind).toBe(index % 2 === 0 ? "lines" : "passkey");
+      expect(content.kind).toBe(validationKind(index));
       const text = frame.decode(content.ids);
       const depth = validationDepth(index);
       if (content.kind === "lines") {
