@@ -7,9 +7,9 @@
  * For each instance: the Pareto front at KV density 0.5 with the default options (lengths
  * 2k/4k/8k + extend 16k for the tiny and synthetic profiles, 512/1k/2k + 4k for nano, the
  * reference candidate grid), then one equal-weight solve without lower bounds against the
- * greedy baseline. Writes bench/results/solver-<date>.json.
+ * greedy baseline. Writes bench/results/solver-<date>.json (solver-<date>-2.json, … when taken).
  */
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { candidateGrid, type ModelShape, type MoaProfile, readProfile } from "@moa/core";
 import { buildRuleTable, greedyPlan, highsVersion, optimizePlans, solveMip } from "../src/index.js";
@@ -190,12 +190,14 @@ const result = {
     lowerRatio: 0.9,
     paretoPoints: 2,
     relGap: 1e-4,
-    proofNodes: 200,
+    proofNodes: 5000,
     gqa: "per-query-head",
   },
   results: rows,
 };
 mkdirSync(new URL("./results/", import.meta.url), { recursive: true });
-const out = new URL(`./results/solver-${date}.json`, import.meta.url);
+// Earlier results of the same day are kept: the next free name solver-<date>[-N].json.
+let out = new URL(`./results/solver-${date}.json`, import.meta.url);
+for (let n = 2; existsSync(out); n++) out = new URL(`./results/solver-${date}-${n}.json`, import.meta.url);
 writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);
 console.log(`\nwrote ${out.pathname}`);

@@ -35,7 +35,7 @@ export interface OptimizeOptions {
   grid?: ElasticRule[];
   /** Relative optimality gap each solve proves (default 1e-4). */
   relGap?: number;
-  /** HiGHS branch-and-bound nodes per MIP for proving `relGap` (default 200); past them a point keeps the gap it reached. */
+  /** HiGHS branch-and-bound nodes per MIP for proving `relGap` (default 5000); past them a point keeps the gap it reached. */
   proofNodes?: number;
   /** Wall-clock limit for the whole front; past it `optimizePlans` throws `E_TIMEOUT`. */
   timeLimitSeconds?: number;

@@ -66,6 +66,8 @@ const MAX_ROUNDS = 2000;
 const MAX_CORE_PATTERNS = 50_000;
 /** Times the core is widened when its MIP finds nothing below the threshold. */
 const MAX_CORE_ROUNDS = 4;
+/** An oversized pattern core falls back to the compact MIP only within this relative gap. */
+const COMPACT_CORE_GAP = 1e-3;
 
 function timeout(deadline: number): never {
   throw new MoaError("E_TIMEOUT", `the solve ran past its time limit (deadline ${Math.round(deadline)} ms)`);
@@ -558,6 +560,26 @@ export class MipSession {
         repairFrom(start);
       }
     }
+    // The other KV rows with a price: each gives its own bound and its own fixing test.
+    const extraDps: { k: number; dp: BudgetDp; y: Float64Array; constant: number }[] = [];
+    if (dp !== undefined && !within()) {
+      for (let k = 0; k < K; k++) {
+        // A row's DP can raise the bound by about one token step at its price: skip the cheap ones.
+        const impact = (Math.abs(bestY[k]!) * st.tokenStep[k]!) / st.kvLengths[k]!;
+        if (k === budgetRow || !(impact > 0.5 * options.relGap * Math.abs(best?.z ?? bestBound))) continue;
+        const yk = Float64Array.from(bestY);
+        yk[k] = 0;
+        const constant = setCosts(yk, bounds.weights);
+        const n = st.kvLengths[k]!;
+        const lo =
+          bounds.kvLower[k]! > Number.NEGATIVE_INFINITY ? Math.ceil(bounds.kvLower[k]! * n - 1e-6) : 0;
+        const up = Math.floor(bounds.kvUpper[k]! * n + 1e-6);
+        const extra = BudgetDp.solve(st, this.pricer!, this.opts, slotCost, capCost, k, lo, up);
+        if (extra === undefined || !Number.isFinite(extra.bound)) continue;
+        bestBound = Math.max(bestBound, extra.bound + constant);
+        extraDps.push({ k, dp: extra, y: yk, constant });
+      }
+    }
     if (within()) return done("budget-dp");
 
     // Rounding with tightened rows: the LP with some slack kept back rounds to plans that
@@ -686,9 +708,35 @@ export class MipSession {
           if (!ok) room = -1;
         };
         if (dp !== undefined) {
+          // Every other row's DP has its own test; a pattern must pass all of them.
+          const tests = extraDps.map((x) => {
+            const perUnit: Map<number, number>[] = new Array(units);
+            const stateTokens = st.states!.tokens;
+            x.dp.limits(bestBound + limit - x.constant - x.dp.bound, (u, lim) => {
+              const map = new Map<number, number>();
+              for (let c = 0; c < C; c++)
+                if (lim[c]! > Number.NEGATIVE_INFINITY) map.set(stateTokens[c * K + x.k]!, lim[c]!);
+              perUnit[u] = map;
+            });
+            return { ...x, perUnit };
+          });
+          const passes = (p: Pattern): boolean => {
+            for (const t of tests) {
+              const lim = t.perUnit[p.unit]!.get(p.tokens[t.k]!);
+              if (lim === undefined) return false;
+              let v = 0;
+              for (let j = 0; j < m; j++) v += (bounds.weights[j]! - t.y[K + j]!) * p.nloss[j]!;
+              for (let k = 0; k < K; k++) v -= (t.y[k]! * p.tokens[k]!) / st.kvLengths[k]!;
+              if (v > lim + 1e-12 * Math.max(1, Math.abs(lim))) return false;
+            }
+            return true;
+          };
           setCosts(dpY, bounds.weights);
           // Thresholds relative to the DP's own value, which excludes the other rows' terms.
-          dp.limits(bestBound + limit - dpConstant - dp.bound, (u, finalLimit) => collect(u, finalLimit, 0));
+          dp.limits(bestBound + limit - dpConstant - dp.bound, (u, finalLimit) => {
+            collect(u, finalLimit, 0);
+            if (tests.length > 0) core[u] = core[u]!.filter(passes);
+          });
         } else {
           setCosts(bestY, bounds.weights);
           for (let u = 0; u < units; u++) collect(u, undefined, bestBound + limit - lagrangianBound);
@@ -701,8 +749,10 @@ export class MipSession {
             start: best?.assign,
           });
         } else if (best !== undefined) {
-          // A core this large would not be proven within the work limit: keep the best plan.
-          return keepBest();
+          // Too many unit choices for the pattern MIP. Near the bound the compact MIP over the
+          // options left by the Lagrangian test is still small enough to prove; far from it,
+          // keep the best plan and its gap.
+          if (best.z - bestBound > COMPACT_CORE_GAP * Math.abs(best.z)) return keepBest();
         }
       }
       if (res === undefined) {
@@ -730,7 +780,8 @@ export class MipSession {
       // Done: proven, or everything was in the core, or the work limit was reached.
       if (result.gap <= options.relGap || whole || res.status === "limit") return result;
       best = { assign: result.assign!, e: result.evaluation!, z: result.objective };
-      span = Math.max(span * 10, best.z - bestBound);
+      // The narrowest core that can prove the new plan.
+      span = Math.max(span * 2, best.z - bestBound - 0.5 * options.relGap * Math.abs(best.z));
     }
   }
 }

@@ -10,7 +10,7 @@ export interface MipOptions {
   /** Wall-clock limit in seconds; past it the solve throws `MoaError` `E_TIMEOUT`. */
   timeLimitSeconds?: number;
   /**
-   * Branch-and-bound nodes HiGHS may spend on each MIP that proves the gap (default 200). A
+   * Branch-and-bound nodes HiGHS may spend on each MIP that proves the gap (default 5000). A
    * work limit, not seconds, so the answer does not depend on the machine or its load. The
    * LP bound of these problems is usually within 1e-4 of the optimum and no MIP is needed;
    * when it is not and the nodes run out, the best plan is returned with the gap it proved
@@ -43,7 +43,7 @@ export interface MipSolution {
 }
 
 export const DEFAULT_REL_GAP = 1e-4;
-export const DEFAULT_PROOF_NODES = 200;
+export const DEFAULT_PROOF_NODES = 5000;
 
 /** Solves one MIP (DESIGN.md: The optimisation) to a proven relative gap. */
 export async function solveMip(problem: MipProblem, options: MipOptions = {}): Promise<MipSolution> {
