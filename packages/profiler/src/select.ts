@@ -12,7 +12,12 @@
  * 2. A candidate's score is its mean excess loss over the dense model's on the validation samples (every
  *    sample, at every validation length, counts once).
  * 3. The candidates whose score is within the noise of the lowest — at most `max(tolerance, z · SE)` above it,
- *    SE the standard error of the per-sample differences to the lowest-scoring candidate — are tied.
+ *    SE the standard error of the per-sample differences to the lowest-scoring candidate, and never more than
+ *    `cap` above it — are tied. The cap exists because the spread of validation differences is mostly one
+ *    sample where a plan lost the fact the answer needs: that is the failure validation is there to catch, not
+ *    noise (on an H100, moa-tiny at 0.5: a candidate 0.16 nats behind on the mean, all of it from one 8k
+ *    retrieval sample, counted as tied by SE alone, was chosen, and lost 0.2 of dense's lines and passkey
+ *    accuracy at 4k).
  * 4. Among the tied, the one with the least profile regret wins: the largest ratio, over the profiled lengths, of
  *    its rule loss to the least rule loss any competing candidate has there. The profile averages many more
  *    samples than validation does, at every profiled length, so within the validation noise it is the better
@@ -36,12 +41,16 @@ export interface SelectionOptions {
   tolerance?: number;
   /** Standard errors of the per-sample difference that count as noise (default {@link DEFAULT_TIE_Z}). */
   z?: number;
+  /** Nats per answer token above which a score difference is never a tie (default {@link DEFAULT_TIE_CAP_NATS}). */
+  cap?: number;
 }
 
 /** Score differences up to this many nats per answer token are ties, however many samples agree. */
 export const DEFAULT_TIE_NATS = 0.01;
 /** A score difference within this many standard errors of the per-sample differences is a tie. */
 export const DEFAULT_TIE_Z = 1;
+/** Score differences above this many nats per answer token are never ties, whatever the spread. */
+export const DEFAULT_TIE_CAP_NATS = 0.05;
 
 export interface Selection {
   /** Index of the chosen candidate, or −1 when none is within the budget. */
@@ -77,6 +86,7 @@ export function selectCandidate(
 ): Selection {
   const tolerance = options.tolerance ?? DEFAULT_TIE_NATS;
   const z = options.z ?? DEFAULT_TIE_Z;
+  const cap = Math.max(options.cap ?? DEFAULT_TIE_CAP_NATS, tolerance);
   const eligible = candidates.map((c, i) => (c.withinBudget ? i : -1)).filter((i) => i >= 0);
   const score = candidates.map((c) => (c.withinBudget ? mean(c.excess) : Number.NaN));
   const regret = candidates.map(() => Number.NaN);
@@ -104,7 +114,7 @@ export function selectCandidate(
   const tied = eligible.filter((i) => {
     if (i === lowest) return true;
     const diff = candidates[i]!.excess.map((e, s) => e - best.excess[s]!);
-    return mean(diff) <= Math.max(tolerance, z * standardError(diff));
+    return mean(diff) <= Math.min(cap, Math.max(tolerance, z * standardError(diff)));
   });
   const lengths = Object.keys(best.profileLoss);
   const least = new Map(
@@ -135,7 +145,7 @@ export function selectCandidate(
   }
   const reason =
     tied.length === 1
-      ? `lowest validation loss, ahead of every other candidate by more than the noise (max(${tolerance} nats, ${z} SE))`
+      ? `lowest validation loss, ahead of every other candidate by more than the noise (max(${tolerance} nats, ${z} SE), at most ${cap} nats)`
       : chosen === lowest
         ? `lowest validation loss; ${tied.length - 1} other candidate(s) within the noise, and it also has the least profile regret (${regret[chosen]!.toFixed(3)})`
         : `within the noise of the lowest validation loss (candidate ${lowest}) and the least profile regret among the ${tied.length} tied (${regret[chosen]!.toFixed(3)} against ${regret[lowest]!.toFixed(3)})`;

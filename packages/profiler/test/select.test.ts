@@ -37,20 +37,40 @@ describe("the plan selection rule", () => {
   });
 
   it("counts a difference as noise when the per-sample differences disagree, and as real when they agree", () => {
-    // Same mean lead (0.1 nats, above the 0.01 floor), different spreads.
+    // Same mean lead (0.03 nats, above the 0.01 floor and below the cap), different spreads.
     const noisy = selectCandidate([
       candidate([0.0, 0.0, 0.0, 0.0], { 8192: 2 }),
-      candidate([0.9, -0.5, 0.4, -0.4], { 8192: 1 }),
+      candidate([0.5, -0.4, 0.2, -0.18], { 8192: 1 }),
     ]);
     expect(noisy.lowest).toBe(0);
     expect(noisy.tied).toEqual([0, 1]);
     expect(noisy.chosen).toBe(1);
     const consistent = selectCandidate([
       candidate([0.0, 0.0, 0.0, 0.0], { 8192: 2 }),
-      candidate([0.1, 0.11, 0.09, 0.1], { 8192: 1 }),
+      candidate([0.03, 0.031, 0.029, 0.03], { 8192: 1 }),
     ]);
     expect(consistent.tied).toEqual([0]);
     expect(consistent.chosen).toBe(0);
+  });
+
+  it("never ties a candidate that is behind by more than the cap, however spread its differences (one lost fact)", () => {
+    // moa-tiny at 0.5 on an H100: 4 samples at 4096 and 4 at 8192; candidate 1 lost one 8k retrieval sample.
+    const best = [0.005, 0.006, 0.004, 0.006, 0.004, 0.006, 0.005, 0.009];
+    const lost = [0.001, 0.002, 0.001, 0.002, 0.004, 0.006, 1.3, 0.009];
+    const s = selectCandidate([
+      candidate(best, { 4096: 0.18, 8192: 0.37 }),
+      candidate(lost, { 4096: 0.15, 8192: 0.38 }),
+    ]);
+    expect(s.lowest).toBe(0);
+    expect(s.tied).toEqual([0]);
+    expect(s.chosen).toBe(0);
+    // Without the cap the one-sample loss is inside 1 SE and the better profile regret would win.
+    expect(
+      selectCandidate(
+        [candidate(best, { 4096: 0.18, 8192: 0.37 }), candidate(lost, { 4096: 0.15, 8192: 0.38 })],
+        { cap: 10 },
+      ).chosen,
+    ).toBe(1);
   });
 
   it("treats differences up to the tolerance as ties however many samples agree", () => {
