@@ -61,8 +61,14 @@ import { DEFAULT_TIE_NATS, type Selection, selectCandidate } from "./select.js";
 import type { SampleRecord } from "./state.js";
 import { buildValidationSet, planSampleLosses, sampleLosses } from "./validate.js";
 
-/** Validation samples per validation length. */
+/** Validation samples per validation length on the CPU (kept small so `pnpm demo` takes minutes). */
 export const DEFAULT_VALIDATION_SAMPLES = 4;
+/**
+ * Validation samples per validation length on CUDA, where they cost seconds. Four were too few on moa-tiny at
+ * density 0.5 (H100): the two candidates that lost a fifth of dense's retrieval accuracy at 4k validated within
+ * noise of the good ones; with 16 (needles at 16 depths) their validation loss was 2.3–3.6× the others'.
+ */
+export const DEFAULT_VALIDATION_SAMPLES_CUDA = 16;
 /** KV heads pinned at most (plans re-solved with the 1, 2, … most useful heads kept whole). */
 export const DEFAULT_PIN_HEADS = 2;
 /** KV heads probed at most (the narrowest-kept first, by the profile's loss of their rules). */
@@ -92,7 +98,7 @@ export interface CompressOptions {
   /** Longer length where the KV density is constrained too (default max(2 · longest, validation length, budget length)). */
   extend?: number;
   samplesPerLength?: number;
-  /** Validation samples per validation length (default 4). */
+  /** Validation samples per validation length (default 4 on the CPU, 16 on CUDA). */
   validationSamples?: number;
   answerTokens?: number;
   seed?: string;
@@ -345,7 +351,9 @@ export async function compressModel(dir: string, options: CompressOptions): Prom
       onProgress: (progress) => options.onProgress?.({ phase: "optimize", progress }),
     }));
     tValidate = performance.now();
-    const perLength = options.validationSamples ?? DEFAULT_VALIDATION_SAMPLES;
+    const perLength =
+      options.validationSamples ??
+      (dense.backend.name === "cuda" ? DEFAULT_VALIDATION_SAMPLES_CUDA : DEFAULT_VALIDATION_SAMPLES);
     for (const [j, length] of validationLengths.entries()) {
       validationSamples.push(
         ...(await buildValidationSet(dense, {

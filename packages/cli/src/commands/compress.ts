@@ -6,6 +6,7 @@ import {
   compressModel,
   DEFAULT_PIN_HEADS,
   DEFAULT_VALIDATION_SAMPLES,
+  DEFAULT_VALIDATION_SAMPLES_CUDA,
   readProfileWithExtras,
   removeState,
   validationWarning,
@@ -146,7 +147,7 @@ export const compressCommand: Command = {
     ],
     [
       "--validation-samples <N>",
-      `validation samples per validation length (default ${DEFAULT_VALIDATION_SAMPLES}; built in: lines and passkey, needles mid-context)`,
+      `validation samples per validation length (default ${DEFAULT_VALIDATION_SAMPLES} on the CPU, ${DEFAULT_VALIDATION_SAMPLES_CUDA} on CUDA; built in: lines and passkey, needles mid-context)`,
     ],
     [
       "--pin-heads <k>",
