@@ -19,7 +19,10 @@ export const optimizeCommand: Command = {
     ["--profile <file>", "a moa-profile (safetensors) made by `moa profile`"],
     ["--density <d>", "KV density budget in (0, 1] at every profiled length and the extend length"],
     ["--model <dir>", "read the model shape (KV heads, head dim) from <dir>/config.json"],
-    ["--kv-heads <N>", "KV heads of the model (GQA); default: the profile's metadata (moa profile stores it)"],
+    [
+      "--kv-heads <N>",
+      "KV heads of the model (GQA); default: the profile's metadata (moa profile stores it)",
+    ],
     ["--head-dim <N>", "attention head dimension; default: the profile's metadata"],
     ["--lengths <list>", "profiled lengths to optimise (default: all in the profile)"],
     ["--extend <n>", "longer length where the density is constrained too (default 2 × the longest)"],
