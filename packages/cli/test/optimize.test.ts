@@ -170,8 +170,9 @@ describe("moa optimize reads the GQA shape that moa profile stores in the profil
     for (const n of [512, 1024, 2048]) expect(planKvDensity(plan, n)).toBeLessThanOrEqual(0.5 + 1e-12);
   });
 
-  it("a malformed __metadata__.kvHeads is named, and nothing is written", async () => {
-    const path = await profileWithExtras({ kvHeads: "two" });
+  /** Runs optimize on a profile with these extras and expects a failure naming `needles`, with nothing written. */
+  async function expectRefused(extras: ProfileExtras, flags: string[], ...needles: string[]) {
+    const path = await profileWithExtras(extras);
     const out = await tempDir();
     const run = await runCli([
       "optimize",
@@ -179,31 +180,20 @@ describe("moa optimize reads the GQA shape that moa profile stores in the profil
       path,
       "--density",
       "0.5",
+      ...flags,
       "--out",
       join(out, "plans"),
     ]);
     expect(run.code).toBe(EXIT_FAILURE);
-    expect(run.stderr).toContain("__metadata__.kvHeads");
-    expect(run.stderr).toContain('"two"');
+    for (const needle of needles) expect(run.stderr).toContain(needle);
     expect(await readdir(out)).toEqual([]);
+  }
+
+  it("a malformed __metadata__.kvHeads is named, and nothing is written", async () => {
+    await expectRefused({ kvHeads: "two" }, [], "__metadata__.kvHeads", '"two"');
   });
 
   it("a --model whose KV heads differ from the profile's is refused", async () => {
-    const path = await profileWithExtras({ kvHeads: "2" });
-    const out = await tempDir();
-    const run = await runCli([
-      "optimize",
-      "--profile",
-      path,
-      "--density",
-      "0.5",
-      "--model",
-      fixture("moa-nano"),
-      "--out",
-      join(out, "plans"),
-    ]);
-    expect(run.code).toBe(EXIT_FAILURE);
-    expect(run.stderr).toContain("another model");
-    expect(await readdir(out)).toEqual([]);
+    await expectRefused({ kvHeads: "2" }, ["--model", fixture("moa-nano")], "another model");
   });
 });

@@ -74,55 +74,56 @@ export function sampleLosses(model: Model, samples: readonly CalibrationSample[]
   return samples.map((sample) => answerLoss(model, [sample]));
 }
 
+type PlanScoringOptions = {
+  backend?: LoadOptions["backend"];
+  onPlan?: (done: number, total: number) => void;
+};
+
+/** `score` of each plan: the checkpoint loaded with the plan at the longest sample's length, then disposed. */
+async function scoreEachPlan<T>(
+  dir: string,
+  plans: readonly MoaPlan[],
+  samples: readonly CalibrationSample[],
+  options: PlanScoringOptions,
+  score: (model: Model) => T,
+): Promise<T[]> {
+  const maxLength = Math.max(...samples.map((s) => s.length));
+  const results: T[] = [];
+  for (const [i, plan] of plans.entries()) {
+    const model = await loadModel(dir, {
+      plan,
+      maxLength,
+      ...(options.backend === undefined ? {} : { backend: options.backend }),
+    });
+    try {
+      results.push(score(model));
+    } finally {
+      model.dispose();
+    }
+    options.onPlan?.(i + 1, plans.length);
+  }
+  return results;
+}
+
 /**
  * Per-sample answer losses of each plan (`[plan][sample]`): the checkpoint loaded with the plan (its masks and
  * elastic cache) at the longest sample's length, then every sample scored.
  */
-export async function planSampleLosses(
+export function planSampleLosses(
   dir: string,
   plans: readonly MoaPlan[],
   samples: readonly CalibrationSample[],
-  options: { backend?: LoadOptions["backend"]; onPlan?: (done: number, total: number) => void } = {},
+  options: PlanScoringOptions = {},
 ): Promise<number[][]> {
-  const maxLength = Math.max(...samples.map((s) => s.length));
-  const losses: number[][] = [];
-  for (const [i, plan] of plans.entries()) {
-    const model = await loadModel(dir, {
-      plan,
-      maxLength,
-      ...(options.backend === undefined ? {} : { backend: options.backend }),
-    });
-    try {
-      losses.push(sampleLosses(model, samples));
-    } finally {
-      model.dispose();
-    }
-    options.onPlan?.(i + 1, plans.length);
-  }
-  return losses;
+  return scoreEachPlan(dir, plans, samples, options, (model) => sampleLosses(model, samples));
 }
 
 /** The answer loss of each plan: the checkpoint loaded with the plan (its masks and elastic cache), then scored. */
-export async function planLosses(
+export function planLosses(
   dir: string,
   plans: readonly MoaPlan[],
   samples: readonly CalibrationSample[],
-  options: { backend?: LoadOptions["backend"]; onPlan?: (done: number, total: number) => void } = {},
+  options: PlanScoringOptions = {},
 ): Promise<number[]> {
-  const maxLength = Math.max(...samples.map((s) => s.length));
-  const losses: number[] = [];
-  for (const [i, plan] of plans.entries()) {
-    const model = await loadModel(dir, {
-      plan,
-      maxLength,
-      ...(options.backend === undefined ? {} : { backend: options.backend }),
-    });
-    try {
-      losses.push(answerLoss(model, samples));
-    } finally {
-      model.dispose();
-    }
-    options.onPlan?.(i + 1, plans.length);
-  }
-  return losses;
+  return scoreEachPlan(dir, plans, samples, options, (model) => answerLoss(model, samples));
 }
