@@ -68,6 +68,13 @@ const MAX_CORE_PATTERNS = 50_000;
 const MAX_CORE_ROUNDS = 4;
 /** An oversized pattern core falls back to the compact MIP only within this relative gap. */
 const COMPACT_CORE_GAP = 1e-3;
+/**
+ * The first core is this fraction of the span the incumbent needs. A narrow core is small
+ * enough for HiGHS to solve quickly and usually holds the optimum; when it does not prove
+ * it, every plan outside it is known to cost at least the bound plus its span, so the
+ * bound rises and the next core reaches twice as far.
+ */
+const NARROW_CORE = 0.5;
 
 function timeout(deadline: number): never {
   throw new MoaError("E_TIMEOUT", `the solve ran past its time limit (deadline ${Math.round(deadline)} ms)`);
@@ -623,19 +630,26 @@ export class MipSession {
     }
     if (within()) return done("lp-rounding");
 
-    // The MIP over the generated columns: cheap, and usually closes the gap.
-    const masterPatterns = master.unitColumns.map((cols) =>
-      cols.map((c) => master.patterns[c - master.firstPattern]!),
-    );
-    const rmip = solvePatternMip(this.highs, st, masterPatterns, bounds, {
-      relGap: options.relGap,
-      timeLimit: this.remaining(options.deadline),
-      maxNodes: options.proofNodes,
-      start: best?.assign,
-    });
-    stats.mipVariables = rmip.variables;
-    if (rmip.assign !== undefined) consider(rmip.assign);
-    if (within()) return done("master-mip");
+    // The MIP over the generated columns: a heuristic for a better plan (and so a narrower
+    // core). With the budget DP's fixing tests a narrow core is tried first (see
+    // NARROW_CORE); this MIP only runs when that core is too large.
+    let masterMipRun = false;
+    const masterMip = (): boolean => {
+      masterMipRun = true;
+      const masterPatterns = master.unitColumns.map((cols) =>
+        cols.map((c) => master.patterns[c - master.firstPattern]!),
+      );
+      const rmip = solvePatternMip(this.highs, st, masterPatterns, bounds, {
+        relGap: options.relGap,
+        timeLimit: this.remaining(options.deadline),
+        maxNodes: options.proofNodes,
+        start: best?.assign,
+      });
+      stats.mipVariables = rmip.variables;
+      if (rmip.assign !== undefined) consider(rmip.assign);
+      return within();
+    };
+    if ((dp === undefined || best === undefined) && masterMip()) return done("master-mip");
 
     // Reduced-cost fixing. For any solution x, z(x) ≥ L + Σ_u δ_u(x), where L is the
     // bound (Lagrangian, or the budget DP's) and δ_u ≥ 0 the excess of unit u's choice
@@ -661,9 +675,12 @@ export class MipSession {
     for (let u = 0; u < units; u++)
       lagrangianBound += this.pricer!.price(u, this.opts, slotCost, capCost, pattern);
     if (!Number.isFinite(bestBound)) bestBound = Math.min(lagrangianBound, best?.z ?? lagrangianBound);
+    const fullSpan = (b: { z: number }) =>
+      Math.max(b.z - bestBound - 0.5 * options.relGap * Math.abs(b.z), 1e-12);
+    let narrow = !masterMipRun;
     let span =
       best !== undefined
-        ? Math.max(best.z - bestBound - 0.5 * options.relGap * Math.abs(best.z), 1e-12)
+        ? fullSpan(best) * (narrow ? NARROW_CORE : 1)
         : Math.max(options.relGap * Math.abs(bestBound), 1e-9) * 10;
     const keepBest = (): SessionResult => {
       const b = best!;
@@ -678,10 +695,11 @@ export class MipSession {
         stats,
       };
     };
-    for (let coreRound = 0; ; coreRound++) {
+    for (let coreRound = 0, narrowRounds = 0; ; coreRound++) {
       const limit = span * (1 + 1e-9) + 1e-12;
       // Option-level test (Lagrangian): is everything in the core?
-      const whole = bestBound + limit >= lagrangianBound + maxDelta || coreRound >= MAX_CORE_ROUNDS;
+      const whole =
+        bestBound + limit >= lagrangianBound + maxDelta || coreRound - narrowRounds >= MAX_CORE_ROUNDS;
       let res: CompactResult | undefined;
       if (!whole) {
         const core: Pattern[][] = Array.from({ length: units }, () => []);
@@ -748,6 +766,14 @@ export class MipSession {
             maxNodes: options.proofNodes,
             start: best?.assign,
           });
+        } else if (!masterMipRun) {
+          // The narrow core is too large already: look for a better plan on the master's
+          // columns, then go on with the core that plan needs.
+          if (masterMip()) return done("master-mip");
+          narrow = false;
+          span = fullSpan(best!);
+          narrowRounds++;
+          continue;
         } else if (best !== undefined) {
           // Too many unit choices for the pattern MIP. Near the bound the compact MIP over the
           // options left by the Lagrangian test is still small enough to prove; far from it,
@@ -780,6 +806,16 @@ export class MipSession {
       // Done: proven, or everything was in the core, or the work limit was reached.
       if (result.gap <= options.relGap || whole || res.status === "limit") return result;
       best = { assign: result.assign!, e: result.evaluation!, z: result.objective };
+      if (narrow) {
+        // Solved to optimality over the core: every plan costs at least min(its bound,
+        // bestBound + span), which `finish` reported. The next core reaches twice as far.
+        const reach = bestBound + 2 * span;
+        bestBound = Math.max(bestBound, result.bound);
+        span = Math.min(reach - bestBound, fullSpan(best));
+        if (span >= fullSpan(best)) narrow = false;
+        narrowRounds++;
+        continue;
+      }
       // The narrowest core that can prove the new plan.
       span = Math.max(span * 2, best.z - bestBound - 0.5 * options.relGap * Math.abs(best.z));
     }
