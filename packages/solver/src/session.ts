@@ -76,6 +76,19 @@ const COMPACT_CORE_GAP = 1e-3;
  */
 const NARROW_CORE = 0.5;
 
+/** The result of a solve that proved no plan meets the constraints. */
+function infeasibleResult(stats: SolveStats): SessionResult {
+  return {
+    status: "infeasible",
+    assign: undefined,
+    evaluation: undefined,
+    objective: Number.POSITIVE_INFINITY,
+    bound: Number.POSITIVE_INFINITY,
+    gap: 0,
+    stats,
+  };
+}
+
 function timeout(deadline: number): never {
   throw new MoaError("E_TIMEOUT", `the solve ran past its time limit (deadline ${Math.round(deadline)} ms)`);
 }
@@ -275,15 +288,7 @@ export class MipSession {
           "HiGHS stopped before finding any plan and without proving infeasibility",
         );
       }
-      return {
-        status: "infeasible",
-        assign: undefined,
-        evaluation: undefined,
-        objective: Number.POSITIVE_INFINITY,
-        bound: Number.POSITIVE_INFINITY,
-        gap: 0,
-        stats,
-      };
+      return infeasibleResult(stats);
     }
     const bound = Math.min(best.z, Math.max(lpBound, Math.min(res.bound, outside)));
     const gap = relativeGap(best.z, bound);
@@ -431,15 +436,7 @@ export class MipSession {
         // Phase one minimises the artificial mass; a positive Lagrangian bound proves infeasibility.
         if (bound > LP_TOLERANCE) {
           stats.masterColumns = master.patterns.length;
-          return {
-            status: "infeasible",
-            assign: undefined,
-            evaluation: undefined,
-            objective: Number.POSITIVE_INFINITY,
-            bound: Number.POSITIVE_INFINITY,
-            gap: 0,
-            stats,
-          };
+          return infeasibleResult(stats);
         }
         if (res.artificial <= LP_TOLERANCE || master.add(fresh) === 0) {
           // Numerically stuck (duals that price known columns as improving): leave it to the compact MIP.
@@ -545,15 +542,7 @@ export class MipSession {
       dp = BudgetDp.solve(st, this.pricer!, this.opts, slotCost, capCost, budgetRow, lo, up);
       if (dp !== undefined) {
         if (dp.bound === Number.POSITIVE_INFINITY) {
-          return {
-            status: "infeasible",
-            assign: undefined,
-            evaluation: undefined,
-            objective: Number.POSITIVE_INFINITY,
-            bound: Number.POSITIVE_INFINITY,
-            gap: 0,
-            stats,
-          };
+          return infeasibleResult(stats);
         }
         bestBound = Math.max(bestBound, dp.bound + dpConstant);
         consider(dp.assign);
