@@ -202,6 +202,14 @@ __host__ __device__ constexpr int tileChunks() {
   return kTile * D / 8;  // uint4 per bf16 tile
 }
 
+// Stages both bf16 halves of an fp32 operand (hi, and with SPLIT lo one tile further) like `stage`.
+template <int D, bool SPLIT>
+__device__ __forceinline__ void stageHalves(uint4* tile, const __nv_bfloat16* hi, const __nv_bfloat16* lo,
+                                            int64_t seqStart, int n, int row0, int heads, int head) {
+  stage<D>(tile, hi, seqStart, n, row0, heads, head);
+  if constexpr (SPLIT) stage<D>(tile + tileChunks<D>(), lo, seqStart, n, row0, heads, head);
+}
+
 // ---- F: forward with statistics ----
 
 template <int D, bool SPLIT>
@@ -221,17 +229,12 @@ __global__ void __launch_bounds__(kThreads, 1) forwardKernel(Params p) {
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
 
-  stage<D>(qTile, p.qHi, task.seqStart, n, q0, p.queryHeads, h);
-  if constexpr (SPLIT) stage<D>(qTile + kT, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
+  stageHalves<D, SPLIT>(qTile, p.qHi, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
   auto stageKeys = [&](int stageIndex, int k0) {
     uint4* kt = kTiles + stageIndex * kHalves * kT;
     uint4* vt = vTiles + stageIndex * kHalves * kT;
-    stage<D>(kt, p.kHi, task.seqStart, n, k0, p.kvHeads, g);
-    stage<D>(vt, p.vHi, task.seqStart, n, k0, p.kvHeads, g);
-    if constexpr (SPLIT) {
-      stage<D>(kt + kT, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
-      stage<D>(vt + kT, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
-    }
+    stageHalves<D, SPLIT>(kt, p.kHi, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
+    stageHalves<D, SPLIT>(vt, p.vHi, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
   };
   stageKeys(0, 0);
   cpAsyncCommit();
@@ -377,21 +380,13 @@ __global__ void __launch_bounds__(kThreads, 1) queryKernel(Params p) {
                             : p.influence + ((static_cast<int64_t>(task.sequence) * p.queryHeads + h) * p.blocks +
                                              task.tile) * p.blocks;
 
-  stage<D>(qTile, p.qHi, task.seqStart, n, q0, p.queryHeads, h);
-  stage<D>(dOTile, p.dOHi, task.seqStart, n, q0, p.queryHeads, h);
-  if constexpr (SPLIT) {
-    stage<D>(qTile + kT, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
-    stage<D>(dOTile + kT, p.dOLo, task.seqStart, n, q0, p.queryHeads, h);
-  }
+  stageHalves<D, SPLIT>(qTile, p.qHi, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
+  stageHalves<D, SPLIT>(dOTile, p.dOHi, p.dOLo, task.seqStart, n, q0, p.queryHeads, h);
   auto stageKeys = [&](int stageIndex, int k0) {
     uint4* kt = kTiles + stageIndex * kHalves * kT;
     uint4* vt = vTiles + stageIndex * kHalves * kT;
-    stage<D>(kt, p.kHi, task.seqStart, n, k0, p.kvHeads, g);
-    stage<D>(vt, p.vHi, task.seqStart, n, k0, p.kvHeads, g);
-    if constexpr (SPLIT) {
-      stage<D>(kt + kT, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
-      stage<D>(vt + kT, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
-    }
+    stageHalves<D, SPLIT>(kt, p.kHi, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
+    stageHalves<D, SPLIT>(vt, p.vHi, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
   };
   stageKeys(0, 0);
   cpAsyncCommit();
@@ -587,22 +582,14 @@ __global__ void __launch_bounds__(kThreads, 1) keyKernel(Params p) {
   const int lane = threadIdx.x % 32;
   const int items = (n + kTile - 1) / kTile - task.tile;  // query tiles from the diagonal on
 
-  stage<D>(kTile0, p.kHi, task.seqStart, n, k0, p.kvHeads, g);
-  stage<D>(vTile0, p.vHi, task.seqStart, n, k0, p.kvHeads, g);
-  if constexpr (SPLIT) {
-    stage<D>(kTile0 + kT, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
-    stage<D>(vTile0 + kT, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
-  }
+  stageHalves<D, SPLIT>(kTile0, p.kHi, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
+  stageHalves<D, SPLIT>(vTile0, p.vHi, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
   auto stageQueries = [&](int stageIndex, int item) {
     const int q0 = (task.tile + item) * kTile;
     uint4* qt = qTiles + stageIndex * kHalves * kT;
     uint4* dt = dOTiles + stageIndex * kHalves * kT;
-    stage<D>(qt, p.qHi, task.seqStart, n, q0, p.queryHeads, h);
-    stage<D>(dt, p.dOHi, task.seqStart, n, q0, p.queryHeads, h);
-    if constexpr (SPLIT) {
-      stage<D>(qt + kT, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
-      stage<D>(dt + kT, p.dOLo, task.seqStart, n, q0, p.queryHeads, h);
-    }
+    stageHalves<D, SPLIT>(qt, p.qHi, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
+    stageHalves<D, SPLIT>(dt, p.dOHi, p.dOLo, task.seqStart, n, q0, p.queryHeads, h);
     for (int r = threadIdx.x; r < kTile; r += kThreads) {
       const int row = q0 + r;
       const bool valid = row < n;
