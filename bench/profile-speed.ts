@@ -124,6 +124,52 @@ console.log(
   `${backend.deviceName}: ${shape.layers} layers, ${shape.heads}/${shape.kvHeads} heads, head ${shape.headDim}, weights ${(weightBytes / GiB).toFixed(2)} GiB`,
 );
 
+/**
+ * Where one profile's time goes (OPS=1): every backend call of `body` timed with a synchronise on each side, so
+ * the sum is a little above the profile's own time; ms and calls per op.
+ */
+const INTERNAL = new Set([
+  "constructor",
+  "synchronize",
+  "execute",
+  "allocate",
+  "handleOf",
+  "readBytes",
+  "writeBytes",
+  "releaseStorage",
+]);
+function opBreakdown(body: () => void): Record<string, [number, number]> {
+  const target = backend as unknown as Record<string, unknown>;
+  const spent: Record<string, [number, number]> = {};
+  const names = Object.getOwnPropertyNames(Object.getPrototypeOf(Object.getPrototypeOf(backend)))
+    .concat(Object.getOwnPropertyNames(Object.getPrototypeOf(backend)))
+    .filter((key) => !INTERNAL.has(key) && typeof target[key] === "function");
+  for (const key of names) {
+    const original = target[key] as (...a: unknown[]) => unknown;
+    target[key] = (...args: unknown[]) => {
+      backend.synchronize();
+      const t0 = performance.now();
+      const value = original.apply(backend, args);
+      backend.synchronize();
+      const entry = (spent[key] ??= [0, 0]);
+      entry[0] += performance.now() - t0;
+      entry[1]++;
+      return value;
+    };
+  }
+  try {
+    body();
+  } finally {
+    for (const key of names) delete target[key];
+  }
+  const line = Object.entries(spent)
+    .sort((a, b) => b[1][0] - a[1][0])
+    .map(([key, [ms, calls]]) => `${key} ${ms.toFixed(1)}/${calls}`)
+    .join(", ");
+  console.log(`  time per op (ms/calls): ${line}`);
+  return spent;
+}
+
 const results: Record<string, unknown>[] = [];
 function write(): void {
   const label = dir!.replace(/\/+$/, "").split("/").pop();
@@ -171,6 +217,10 @@ for (const n of lengths) {
       return sum;
     });
     Object.assign(row, {
+      precision: process.env.MOA_CUDA_BACKWARD_PRECISION || "f16",
+      keptLayers: profile!.keptLayers,
+      opBreakdownMs:
+        process.env.OPS === "1" ? opBreakdown(() => profileInfluence(model, ids, answerStart)) : undefined,
       seconds,
       runSeconds: times,
       tokensPerSecond: n / seconds,
@@ -180,7 +230,7 @@ for (const n of lengths) {
       peakAboveContextGiB: cuda === undefined ? null : (peak - contextUsed) / GiB,
     });
     console.log(
-      `ours ${shape.layers}L n=${n}: ${(n / seconds).toFixed(0)} tok/s (median ${seconds.toFixed(3)} s of ${runs}), loss ${profile!.loss.toFixed(6)}, peak device memory ${(peak / GiB).toFixed(2)} GiB on ${backend.deviceName}`,
+      `ours ${shape.layers}L n=${n}: ${(n / seconds).toFixed(0)} tok/s (median ${seconds.toFixed(3)} s of ${runs}), loss ${profile!.loss.toFixed(6)}, ${profile!.keptLayers} layers kept, peak device memory ${(peak / GiB).toFixed(2)} GiB on ${backend.deviceName}`,
     );
   } catch (error) {
     const message = (error as Error).message ?? String(error);

@@ -90,6 +90,7 @@
             "src/cuda/silu_mul_backward.cu",
             "src/cuda/cross_entropy.cu",
             "src/cuda/attention_backward.cu",
+            "src/cuda/half_scale.cu",
           ],
           "rules": [
             {

@@ -1,6 +1,6 @@
 /**
  * GPU timing of the profiling attention: the stats prefill and attentionBackward with influence, one sequence of
- * n tokens, in both operand modes (MOA_CUDA_BACKWARD_PRECISION: split, the default, and bf16). Prints one line per
+ * n tokens, in the three operand modes (MOA_CUDA_BACKWARD_PRECISION: f16, the default; split; bf16). Prints one line per
  * configuration and writes the table as JSON to the path given as the first argument (if any).
  *
  * TFLOP/s counts the FlashAttention convention for causal attention: forward 4·n²/2·d·Hq, backward 2.5× that
@@ -52,7 +52,7 @@ for (const shape of shapes) {
     const cu = Int32Array.of(0, n);
     const scale = 1 / Math.sqrt(shape.d);
     const forwardFlops = 4 * ((n * n) / 2) * shape.d * shape.hq;
-    for (const mode of ["split", "bf16"] as const) {
+    for (const mode of ["f16", "split", "bf16"] as const) {
       process.env.MOA_CUDA_BACKWARD_PRECISION = mode;
       const time = (body: () => void, reps: number) => {
         body();

@@ -85,13 +85,17 @@ export interface Backend {
    *  the owner and all its views are refused by every op. */
   free(t: Tensor): void;
   synchronize(): void;
+  /** Free and total memory of the device the tensors live on, in bytes (CUDA: after the GPU finished the queued
+   *  ops and the tensor pool returned what no tensor uses; CPU: the host's free and total RAM). */
+  memoryInfo(): { free: number; total: number };
 
   /**
    * out[m,n] = x[m,k] · wᵀ (+ bias[n]); w is [n,k] (Hugging Face Linear layout) in f32/bf16/f16; fp32 accumulate.
-   * `exact`: CUDA rounds x to a 16-bit weight's type unless this is set; then x keeps about fp32's precision
-   * (bf16 weights: x as bf16 hi + lo, two GEMMs; f16 weights: fp32 GEMMs over widened panels of w), at about twice
-   * the cost. The profiler's forward needs it: rounding x moves some blocks of the influence by several percent.
-   * The CPU reference is always exact.
+   * `exact`: CUDA rounds x to a 16-bit weight's type unless this is set; then the product runs at the profiler's
+   * precision (MOA_CUDA_BACKWARD_PRECISION): by default x and w as fp16 copies scaled by powers of two (11
+   * significant bits instead of bf16's 8, one GEMM); "split": x as bf16 hi + lo, two GEMMs, about fp32's
+   * precision. The profiler's forward needs it: rounding x to bf16 moves some blocks of the influence by several
+   * percent. The CPU reference is always exact.
    */
   matmul(out: Tensor, x: Tensor, w: Tensor, bias?: Tensor, exact?: boolean): void;
   /** out[t,d] = table[ids[t], :]. */

@@ -1,3 +1,4 @@
+import { freemem, totalmem } from "node:os";
 import { NativeBackend, type RefOf } from "./native-backend.js";
 import type { NativeAddon, NativeRef } from "./native.js";
 import type { HostStorage, NativeTensor, Storage } from "./tensor.js";
@@ -14,6 +15,10 @@ export class CpuBackend extends NativeBackend {
   constructor(addon: NativeAddon) {
     super(addon);
     this.deviceName = `CPU (${addon.threadCount()} threads)`;
+  }
+
+  memoryInfo(): { free: number; total: number } {
+    return { free: freemem(), total: totalmem() };
   }
 
   protected allocate(byteLength: number): Storage {

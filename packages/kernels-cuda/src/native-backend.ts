@@ -37,6 +37,7 @@ export abstract class NativeBackend implements Backend {
   protected abstract writeBytes(t: NativeTensor, byteOffset: number, data: Uint8Array): void;
   protected abstract releaseStorage(storage: Storage): void;
   abstract synchronize(): void;
+  abstract memoryInfo(): { free: number; total: number };
 
   /**
    * Calls the addon for one op. `hasKernel` tells whether the op has a kernel for this backend's storage;

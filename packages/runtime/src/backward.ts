@@ -4,14 +4,17 @@
  * back through every layer down to the embeddings, with the MoA attention influence summed over 64×64 blocks
  * accumulated inside each layer's attention backward.
  *
- * Memory: the forward keeps only each layer's input (the residual stream, [n, hidden] per layer); the backward
- * recomputes one layer's activations from it, so at most one layer's attention activations live at once, and
- * the MLP (row-local) runs in chunks of rows. Logits exist only for the answer rows, in chunks too. A model
- * loaded with a plan is still profiled dense: the influence is defined on dense attention.
+ * Memory: the forward keeps each layer's input (the residual stream, [n, hidden] per layer) and, for as many
+ * layers as the device's free memory holds (a margin left for the ops' scratch), that layer's activations too
+ * (q, k, v, attention output and statistics, the MLP's gate and up); the backward recomputes the activations of
+ * the other layers from their input, one layer at a time, with the MLP (row-local) in chunks of rows. Kept or
+ * recomputed, the values are the same bits (the ops are deterministic): keeping only saves the second forward.
+ * Logits exist only for the answer rows, in chunks too. A model loaded with a plan is still profiled dense: the
+ * influence is defined on dense attention.
  *
- * Precision: every matmul runs `exact` (on CUDA, x is not rounded to the bf16 weights' type). Rounding it, as
- * inference does, moves single blocks of the influence by 3–5% on moa-nano/moa-tiny (measured), past what the
- * profile is compared against; keeping x costs a second GEMM per product.
+ * Precision: every matmul runs `exact` (on CUDA, the profiler's precision instead of x rounded to bf16 as in
+ * inference: see Backend.matmul). Rounding x to bf16 moves single blocks of the influence by 3–5% on
+ * moa-nano/moa-tiny (measured), past what the profile is compared against.
  */
 import { MoaError } from "@moa/core";
 import type { Backend, Tensor } from "@moa/kernels-cuda";
@@ -24,6 +27,10 @@ export const INFLUENCE_BLOCK_SIZE = 64;
 /** Rows per MLP chunk and per chunk of answer logits. */
 const ROW_CHUNK = 1024;
 
+/** Free memory left for the ops' scratch (operand copies, cuBLAS) when deciding how many layers to keep. */
+const KEEP_MARGIN_BYTES = 2 * 2 ** 30;
+const KEEP_MARGIN_FRACTION = 0.08;
+
 export interface InfluenceProfile {
   /** Mean cross-entropy over the answer tokens (targets at positions answerStart … n−1), in nats. */
   readonly loss: number;
@@ -34,6 +41,16 @@ export interface InfluenceProfile {
   readonly influence: Float32Array;
   /** Blocks per side, `ceil(n / 64)`. */
   readonly blocks: number;
+  /** Layers whose activations the forward kept (the others were recomputed in the backward). */
+  readonly keptLayers: number;
+}
+
+export interface InfluenceOptions {
+  /**
+   * At most this many layers keep their forward activations for the backward (default: as many as the device's
+   * free memory holds); 0 recomputes every layer, the least memory. The result is the same either way.
+   */
+  readonly keepLayers?: number;
 }
 
 /**
@@ -45,10 +62,15 @@ export function profileInfluence(
   model: Model | TransformerModel,
   ids: ArrayLike<number>,
   answerStart: number,
+  options: InfluenceOptions = {},
 ): InfluenceProfile {
   const transformer = "transformer" in model ? model.transformer : model;
   checkInput(transformer, ids, answerStart);
-  const pass = new InfluencePass(transformer, ids.length);
+  const keepLayers = options.keepLayers ?? Number.POSITIVE_INFINITY;
+  if (!(keepLayers >= 0) || (Number.isFinite(keepLayers) && !Number.isInteger(keepLayers))) {
+    fail("keepLayers", `keepLayers = ${keepLayers} must be a non-negative integer`);
+  }
+  const pass = new InfluencePass(transformer, ids.length, keepLayers);
   try {
     return pass.run(ids, answerStart);
   } finally {
@@ -76,6 +98,27 @@ function checkInput(model: TransformerModel, ids: ArrayLike<number>, answerStart
   }
 }
 
+/**
+ * One layer's activations as the backward reads them. The pass's shared set (recomputed per layer) has gate and
+ * up of one row chunk; a kept layer's set has them for all n rows (`fullRows`).
+ */
+interface LayerActivations {
+  readonly qFlat: Tensor;
+  readonly kFlat: Tensor;
+  readonly vFlat: Tensor;
+  readonly attnFlat: Tensor;
+  readonly q: Tensor;
+  readonly k: Tensor;
+  readonly v: Tensor;
+  readonly attn: Tensor;
+  readonly stats: Tensor;
+  readonly xMid: Tensor;
+  readonly gate: Tensor;
+  readonly up: Tensor;
+  /** A kept layer's set: gate and up hold all n rows and are not recomputed in the backward. */
+  readonly fullRows: boolean;
+}
+
 /** The tensors of one profiling pass over n tokens, allocated once and freed by `dispose`. */
 class InfluencePass {
   private readonly b: Backend;
@@ -92,21 +135,12 @@ class InfluencePass {
   /** layerInputs[l]: the residual stream entering layer l; layerInputs[L]: the final hidden state. */
   private readonly layerInputs: (Tensor | undefined)[];
 
-  // One layer's activations (recomputed in the backward).
+  // One layer's activations (recomputed in the backward unless the layer's own set is kept).
   private readonly h: Tensor;
-  private readonly qFlat: Tensor;
-  private readonly kFlat: Tensor;
-  private readonly vFlat: Tensor;
-  private readonly attnFlat: Tensor;
-  private readonly q: Tensor;
-  private readonly k: Tensor;
-  private readonly v: Tensor;
-  private readonly attn: Tensor;
-  private readonly stats: Tensor;
-  private readonly xMid: Tensor;
+  private readonly shared: LayerActivations | undefined;
+  /** kept[l]: layer l's activations from the forward, or undefined (recomputed from its input). */
+  private readonly kept: (LayerActivations | undefined)[] = [];
   private readonly projected: Tensor;
-  private readonly gate: Tensor;
-  private readonly up: Tensor;
   private readonly act: Tensor;
 
   // Gradients.
@@ -130,35 +164,47 @@ class InfluencePass {
   constructor(
     private readonly model: TransformerModel,
     n: number,
+    keepLimit: number,
   ) {
     this.b = model.backend;
     this.n = n;
     this.cuSeqlens = Int32Array.of(0, n);
     this.blocks = Math.ceil(n / INFLUENCE_BLOCK_SIZE);
-    this.chunk = Math.min(n, ROW_CHUNK);
     const { hiddenSize: d, heads, kvHeads, headDim, intermediateSize: ff, layers } = model.config;
     const qDim = heads * headDim;
     const kvDim = kvHeads * headDim;
     const b = this.b;
+    // Memory plan, from what the device has free now: the fixed buffers, the layer inputs, then as many layers'
+    // activations as fit; when every layer fits, the MLP also runs on all n rows at once (no row chunks: fewer,
+    // larger GEMMs), else in chunks of ROW_CHUNK rows.
+    const rowBytes = 4 * n;
+    const fixedBytes =
+      rowBytes * (6 * d + 2 * qDim + 2 * kvDim) + 4 * layers * heads * this.blocks * this.blocks;
+    const inputBytes = rowBytes * d * layers;
+    const layerBytes = rowBytes * (2 * qDim + 2 * kvDim + 2 * heads + d + 2 * ff);
+    const sharedBytes = (mlpRows: number) =>
+      rowBytes * (2 * qDim + 2 * kvDim + 2 * heads + d) + 4 * mlpRows * 2 * ff;
+    const mlpScratchBytes = (mlpRows: number) => 4 * mlpRows * 3 * ff;
+    const { free, total } = b.memoryInfo();
+    const spare = free - fixedBytes - inputBytes - Math.max(KEEP_MARGIN_BYTES, KEEP_MARGIN_FRACTION * total);
+    let keep: number;
+    if (keepLimit >= layers && spare - mlpScratchBytes(n) >= layers * layerBytes) {
+      keep = layers;
+      this.chunk = n;
+    } else {
+      this.chunk = Math.min(n, ROW_CHUNK);
+      const left = spare - mlpScratchBytes(this.chunk) - sharedBytes(this.chunk);
+      keep = Math.max(0, Math.min(layers, keepLimit, Math.floor(left / layerBytes)));
+    }
     try {
       this.ids = this.make("i32", [n]);
       this.positions = this.make("i32", [n]);
       this.negatedPositions = this.make("i32", [n]);
       this.layerInputs = [this.make("f32", [n, d])];
       this.h = this.make("f32", [n, d]);
-      this.qFlat = this.make("f32", [n, qDim]);
-      this.kFlat = this.make("f32", [n, kvDim]);
-      this.vFlat = this.make("f32", [n, kvDim]);
-      this.attnFlat = this.make("f32", [n, qDim]);
-      this.q = b.reshape(this.qFlat, [n, heads, headDim]);
-      this.k = b.reshape(this.kFlat, [n, kvHeads, headDim]);
-      this.v = b.reshape(this.vFlat, [n, kvHeads, headDim]);
-      this.attn = b.reshape(this.attnFlat, [n, heads, headDim]);
-      this.stats = this.make("f32", [n, heads, 2]);
-      this.xMid = this.make("f32", [n, d]);
+      // The recomputed layers' set, needed only when some layer is not kept.
+      this.shared = keep < layers ? this.activations(this.chunk, false) : undefined;
       this.projected = this.make("f32", [n, d]);
-      this.gate = this.make("f32", [this.chunk, ff]);
-      this.up = this.make("f32", [this.chunk, ff]);
       this.act = this.make("f32", [this.chunk, ff]);
       this.dx = this.make("f32", [n, d]);
       this.dh = this.make("f32", [n, d]);
@@ -174,10 +220,43 @@ class InfluencePass {
       this.dGate = this.make("f32", [this.chunk, ff]);
       this.dUp = this.make("f32", [this.chunk, ff]);
       this.influence = this.make("f32", [layers, heads, this.blocks, this.blocks]);
+      for (let l = 0; l < layers; l++) this.kept.push(l < keep ? this.activations(n, true) : undefined);
     } catch (error) {
       this.dispose();
       throw error;
     }
+  }
+
+  /** Layers whose activations the forward keeps (the rest are recomputed in the backward). */
+  get keptLayers(): number {
+    return this.kept.filter((set) => set !== undefined).length + this.releasedKept;
+  }
+  private releasedKept = 0;
+
+  /** One layer's activation tensors, gate and up with `mlpRows` rows; `kept`: they hold the layer for the backward. */
+  private activations(mlpRows: number, kept: boolean): LayerActivations {
+    const { hiddenSize: d, heads, kvHeads, headDim, intermediateSize: ff } = this.model.config;
+    const n = this.n;
+    const b = this.b;
+    const qFlat = this.make("f32", [n, heads * headDim]);
+    const kFlat = this.make("f32", [n, kvHeads * headDim]);
+    const vFlat = this.make("f32", [n, kvHeads * headDim]);
+    const attnFlat = this.make("f32", [n, heads * headDim]);
+    return {
+      qFlat,
+      kFlat,
+      vFlat,
+      attnFlat,
+      q: b.reshape(qFlat, [n, heads, headDim]),
+      k: b.reshape(kFlat, [n, kvHeads, headDim]),
+      v: b.reshape(vFlat, [n, kvHeads, headDim]),
+      attn: b.reshape(attnFlat, [n, heads, headDim]),
+      stats: this.make("f32", [n, heads, 2]),
+      xMid: this.make("f32", [n, d]),
+      gate: this.make("f32", [mlpRows, ff]),
+      up: this.make("f32", [mlpRows, ff]),
+      fullRows: kept,
+    };
   }
 
   private make(dtype: "f32" | "i32", shape: number[]): Tensor {
@@ -211,25 +290,53 @@ class InfluencePass {
       Int32Array.from({ length: n }, (_, p) => -p),
     );
 
-    // Forward, keeping each layer's input.
+    // Forward, keeping each layer's input (and the activations of the kept layers).
     b.embedding(this.layerInputs[0]!, this.ids, this.model.weights.embed);
     for (let l = 0; l < layers; l++) {
       const next = this.make("f32", [n, this.model.config.hiddenSize]);
-      this.attentionForward(l, this.layerInputs[l]!);
-      this.mlpForward(l, next);
+      const acts = this.kept[l] ?? this.shared!;
+      this.attentionForward(l, this.layerInputs[l]!, acts);
+      this.mlpForward(l, next, acts);
       this.layerInputs.push(next);
     }
 
     const loss = this.lossBackward(hostIds, answerStart);
     this.release(layers);
     for (let l = layers - 1; l >= 0; l--) {
-      // The last layer's attention activations are still in place from the forward.
-      if (l < layers - 1) this.attentionForward(l, this.layerInputs[l]!);
-      this.mlpBackward(l);
-      this.attentionBackward(l, this.layerInputs[l]!);
+      const kept = this.kept[l];
+      // A recomputed layer: the last one's activations are still in the shared set from the forward.
+      if (kept === undefined && l < layers - 1) this.attentionForward(l, this.layerInputs[l]!, this.shared!);
+      const acts = kept ?? this.shared!;
+      this.mlpBackward(l, acts);
+      this.attentionBackward(l, this.layerInputs[l]!, acts);
       this.release(l);
+      if (kept !== undefined) this.releaseActivations(l, kept);
     }
-    return { loss, influence: b.toHost(this.influence) as Float32Array, blocks: this.blocks };
+    return {
+      loss,
+      influence: b.toHost(this.influence) as Float32Array,
+      blocks: this.blocks,
+      keptLayers: this.keptLayers,
+    };
+  }
+
+  /** Frees a kept layer's activations once its backward ran (the count of kept layers is taken before). */
+  private releaseActivations(l: number, acts: LayerActivations): void {
+    for (const t of [
+      acts.qFlat,
+      acts.kFlat,
+      acts.vFlat,
+      acts.attnFlat,
+      acts.stats,
+      acts.xMid,
+      acts.gate,
+      acts.up,
+    ]) {
+      this.owned.splice(this.owned.indexOf(t), 1);
+      this.b.free(t);
+    }
+    this.releasedKept++;
+    this.kept[l] = undefined;
   }
 
   /** Frees a layer input once the backward no longer needs it. */
@@ -242,39 +349,44 @@ class InfluencePass {
   }
 
   /** h = RMSNorm(x); q, k, v (+bias), RoPE; attention with its softmax statistics; xMid = x + o_proj(attn). */
-  private attentionForward(l: number, x: Tensor): void {
+  private attentionForward(l: number, x: Tensor, acts: LayerActivations): void {
     const b = this.b;
     const w = this.model.weights.layers[l]!;
     b.rmsNorm(this.h, x, w.inputNorm, this.model.config.rmsNormEps);
-    b.matmul(this.qFlat, this.h, w.q, w.qBias, true);
-    b.matmul(this.kFlat, this.h, w.k, w.kBias, true);
-    b.matmul(this.vFlat, this.h, w.v, w.vBias, true);
-    b.rope(this.q, this.positions, this.model.invFreq, 1);
-    b.rope(this.k, this.positions, this.model.invFreq, 1);
+    b.matmul(acts.qFlat, this.h, w.q, w.qBias, true);
+    b.matmul(acts.kFlat, this.h, w.k, w.kBias, true);
+    b.matmul(acts.vFlat, this.h, w.v, w.vBias, true);
+    b.rope(acts.q, this.positions, this.model.invFreq, 1);
+    b.rope(acts.k, this.positions, this.model.invFreq, 1);
     b.attentionPrefill(
-      this.attn,
-      this.q,
-      this.k,
-      this.v,
+      acts.attn,
+      acts.q,
+      acts.k,
+      acts.v,
       this.cuSeqlens,
       this.model.scale,
       undefined,
-      this.stats,
+      acts.stats,
     );
-    b.matmul(this.projected, this.attnFlat, w.o, w.oBias, true);
-    b.add(this.xMid, x, this.projected);
+    b.matmul(this.projected, acts.attnFlat, w.o, w.oBias, true);
+    b.add(acts.xMid, x, this.projected);
+  }
+
+  /** Rows [start, start + count) of a layer's gate or up (a chunk buffer's first rows when not kept whole). */
+  private mlpRows(t: Tensor, acts: LayerActivations, start: number, count: number): Tensor {
+    return this.rows(t, acts.fullRows ? start : 0, count);
   }
 
   /** out = xMid + down(silu(gate(h)) · up(h)), h = RMSNorm(xMid), in chunks of rows. */
-  private mlpForward(l: number, out: Tensor): void {
+  private mlpForward(l: number, out: Tensor, acts: LayerActivations): void {
     const b = this.b;
     const w = this.model.weights.layers[l]!;
     for (let start = 0; start < this.n; start += this.chunk) {
       const count = Math.min(this.chunk, this.n - start);
-      const xMid = this.rows(this.xMid, start, count);
+      const xMid = this.rows(acts.xMid, start, count);
       const h = this.rows(this.h, start, count);
-      const gate = this.rows(this.gate, 0, count);
-      const up = this.rows(this.up, 0, count);
+      const gate = this.mlpRows(acts.gate, acts, start, count);
+      const up = this.mlpRows(acts.up, acts, start, count);
       const act = this.rows(this.act, 0, count);
       const projected = this.rows(this.projected, start, count);
       b.rmsNorm(h, xMid, w.postNorm, this.model.config.rmsNormEps);
@@ -330,25 +442,27 @@ class InfluencePass {
   }
 
   /** dx (the gradient at the layer's output) becomes the gradient at xMid: dx += dL/dxMid through the MLP. */
-  private mlpBackward(l: number): void {
+  private mlpBackward(l: number, acts: LayerActivations): void {
     const b = this.b;
     const w = this.model.weights.layers[l]!;
     const eps = this.model.config.rmsNormEps;
     for (let start = 0; start < this.n; start += this.chunk) {
       const count = Math.min(this.chunk, this.n - start);
-      const xMid = this.rows(this.xMid, start, count);
+      const xMid = this.rows(acts.xMid, start, count);
       const h = this.rows(this.h, start, count);
-      const gate = this.rows(this.gate, 0, count);
-      const up = this.rows(this.up, 0, count);
+      const gate = this.mlpRows(acts.gate, acts, start, count);
+      const up = this.mlpRows(acts.up, acts, start, count);
       const dAct = this.rows(this.act, 0, count);
       const dGate = this.rows(this.dGate, 0, count);
       const dUp = this.rows(this.dUp, 0, count);
       const dx = this.rows(this.dx, start, count);
       const dh = this.rows(this.dh, start, count);
       const dNorm = this.rows(this.dNorm, start, count);
-      b.rmsNorm(h, xMid, w.postNorm, eps);
-      b.matmul(gate, h, w.gate, w.gateBias, true);
-      b.matmul(up, h, w.up, w.upBias, true);
+      if (!acts.fullRows) {
+        b.rmsNorm(h, xMid, w.postNorm, eps);
+        b.matmul(gate, h, w.gate, w.gateBias, true);
+        b.matmul(up, h, w.up, w.upBias, true);
+      }
       b.matmulBackward(dAct, dx, w.down);
       b.siluMulBackward(dGate, dUp, dAct, gate, up);
       b.matmulBackward(dh, dGate, w.gate);
@@ -359,7 +473,7 @@ class InfluencePass {
   }
 
   /** dx (the gradient at xMid) becomes the gradient at the layer's input x; the influence of layer l is added. */
-  private attentionBackward(l: number, x: Tensor): void {
+  private attentionBackward(l: number, x: Tensor, acts: LayerActivations): void {
     const b = this.b;
     const w = this.model.weights.layers[l]!;
     const invFreq = this.model.invFreq;
@@ -369,11 +483,11 @@ class InfluencePass {
       this.dk,
       this.dv,
       this.dAttn,
-      this.q,
-      this.k,
-      this.v,
-      this.attn,
-      this.stats,
+      acts.q,
+      acts.k,
+      acts.v,
+      acts.attn,
+      acts.stats,
       this.cuSeqlens,
       this.model.scale,
       b.rows(this.influence, l, 1),

@@ -124,6 +124,19 @@ describe.each(FIXTURES)("profileInfluence on %s matches transformers", (name) =>
   });
   afterAll(() => model.dispose());
 
+  it("gives the same bits whether the forward keeps every layer's activations, some or none", () => {
+    expect(profile.keptLayers).toBe(model.config.layers);
+    for (const keepLayers of [0, 2]) {
+      const other = profileInfluence(model, reference.input_ids, reference.response_start, { keepLayers });
+      expect(other.keptLayers).toBe(keepLayers);
+      expect(other.loss).toBe(profile.loss);
+      expect(Buffer.from(other.influence.buffer).equals(Buffer.from(profile.influence.buffer))).toBe(true);
+    }
+    expect(() =>
+      profileInfluence(model, reference.input_ids, reference.response_start, { keepLayers: -1 }),
+    ).toThrow(/keepLayers = -1/);
+  });
+
   it("has the loss of the reference: mean cross-entropy of the tokens from response_start on", () => {
     expect(Math.abs(profile.loss - reference.loss)).toBeLessThan(1e-6);
   });

@@ -45,6 +45,7 @@
 #include "cuda/check.cuh"
 #include "cuda/cublas.cuh"
 #include "cuda/cuda_ops.h"
+#include "cuda/half_scale.cuh"
 #include "cuda/mma.cuh"
 #include "cuda/scratch.cuh"
 
@@ -80,6 +81,7 @@ struct Params {
   const float* out;    // O, fp32 [T, Hq, D] (backward)
   const float* dOut;   // dO, fp32 [T, Hq, D] (backward)
   const float* stats;  // [T, Hq, 2] (backward)
+  const float* scales;  // HALF: the powers of two of the fp16 copies of q, k, v, dO (half_scale.cuh); else null
   float* outF;         // O (forward)
   float* statsOut;     // (forward)
   float* dq;
@@ -116,7 +118,7 @@ __device__ __forceinline__ void stage(uint4* tile, const __nv_bfloat16* base, in
 
 // c[16 × 64] += a[this warp's 16 rows] · b[64 rows]ᵀ over D: the score-shaped products (S = q·kᵀ, dP = dO·vᵀ
 // and their transposes). With SPLIT, a and b are hi/lo pairs and three products are summed.
-template <int D, bool SPLIT>
+template <int D, bool SPLIT, bool HALF>
 __device__ __forceinline__ void productNT(float (&c)[8][4], const uint4* aHi, const uint4* aLo, const uint4* bHi,
                                           const uint4* bLo, int warp, int lane) {
 #pragma unroll
@@ -140,8 +142,8 @@ __device__ __forceinline__ void productNT(float (&c)[8][4], const uint4* aHi, co
         mma16816(c[2 * pair], ah, bl[0], bl[1]);
         mma16816(c[2 * pair + 1], ah, bl[2], bl[3]);
       }
-      mma16816(c[2 * pair], ah, bh[0], bh[1]);
-      mma16816(c[2 * pair + 1], ah, bh[2], bh[3]);
+      mmaTyped<HALF>(c[2 * pair], ah, bh[0], bh[1]);
+      mmaTyped<HALF>(c[2 * pair + 1], ah, bh[2], bh[3]);
     }
   }
 }
@@ -154,7 +156,7 @@ __device__ __forceinline__ void splitPack(float x0, float x1, uint32_t& hi, uint
 
 // o[16 × D] += p[16 × 64] · b[64 rows × D]: p in the accumulator layout of productNT, which is the A-fragment
 // layout of this product. With SPLIT, p and b are split into hi/lo (three products).
-template <int D, bool SPLIT>
+template <int D, bool SPLIT, bool HALF>
 __device__ __forceinline__ void productNN(float (&o)[D / 8][4], const float (&p)[8][4], const uint4* bHi,
                                           const uint4* bLo, int lane) {
 #pragma unroll
@@ -167,10 +169,10 @@ __device__ __forceinline__ void productNN(float (&o)[D / 8][4], const float (&p)
       splitPack(p[2 * step + 1][0], p[2 * step + 1][1], ah[2], al[2]);
       splitPack(p[2 * step + 1][2], p[2 * step + 1][3], ah[3], al[3]);
     } else {
-      ah[0] = packBf16(p[2 * step][0], p[2 * step][1]);
-      ah[1] = packBf16(p[2 * step][2], p[2 * step][3]);
-      ah[2] = packBf16(p[2 * step + 1][0], p[2 * step + 1][1]);
-      ah[3] = packBf16(p[2 * step + 1][2], p[2 * step + 1][3]);
+      ah[0] = packTyped<HALF>(p[2 * step][0], p[2 * step][1]);
+      ah[1] = packTyped<HALF>(p[2 * step][2], p[2 * step][3]);
+      ah[2] = packTyped<HALF>(p[2 * step + 1][0], p[2 * step + 1][1]);
+      ah[3] = packTyped<HALF>(p[2 * step + 1][2], p[2 * step + 1][3]);
     }
 #pragma unroll
     for (int pair = 0; pair < D / 16; ++pair) {
@@ -185,8 +187,8 @@ __device__ __forceinline__ void productNN(float (&o)[D / 8][4], const float (&p)
         mma16816(o[2 * pair], ah, bl[0], bl[1]);
         mma16816(o[2 * pair + 1], ah, bl[2], bl[3]);
       }
-      mma16816(o[2 * pair], ah, bh[0], bh[1]);
-      mma16816(o[2 * pair + 1], ah, bh[2], bh[3]);
+      mmaTyped<HALF>(o[2 * pair], ah, bh[0], bh[1]);
+      mmaTyped<HALF>(o[2 * pair + 1], ah, bh[2], bh[3]);
     }
   }
 }
@@ -203,7 +205,7 @@ __host__ __device__ constexpr int tileChunks() {
 }
 
 // Stages both bf16 halves of an fp32 operand (hi, and with SPLIT lo one tile further) like `stage`.
-template <int D, bool SPLIT>
+template <int D, bool SPLIT, bool HALF>
 __device__ __forceinline__ void stageHalves(uint4* tile, const __nv_bfloat16* hi, const __nv_bfloat16* lo,
                                             int64_t seqStart, int n, int row0, int heads, int head) {
   stage<D>(tile, hi, seqStart, n, row0, heads, head);
@@ -212,7 +214,7 @@ __device__ __forceinline__ void stageHalves(uint4* tile, const __nv_bfloat16* hi
 
 // ---- F: forward with statistics ----
 
-template <int D, bool SPLIT>
+template <int D, bool SPLIT, bool HALF>
 __global__ void __launch_bounds__(kThreads, 1) forwardKernel(Params p) {
   constexpr int kT = tileChunks<D>();
   constexpr int kHalves = SPLIT ? 2 : 1;
@@ -229,18 +231,21 @@ __global__ void __launch_bounds__(kThreads, 1) forwardKernel(Params p) {
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
 
-  stageHalves<D, SPLIT>(qTile, p.qHi, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
+  stageHalves<D, SPLIT, HALF>(qTile, p.qHi, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
   auto stageKeys = [&](int stageIndex, int k0) {
     uint4* kt = kTiles + stageIndex * kHalves * kT;
     uint4* vt = vTiles + stageIndex * kHalves * kT;
-    stageHalves<D, SPLIT>(kt, p.kHi, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
-    stageHalves<D, SPLIT>(vt, p.vHi, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
+    stageHalves<D, SPLIT, HALF>(kt, p.kHi, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
+    stageHalves<D, SPLIT, HALF>(vt, p.vHi, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
   };
   stageKeys(0, 0);
   cpAsyncCommit();
 
   const int rowA = q0 + warp * 16 + lane / 4;
   const int rowB = rowA + 8;
+  // HALF: x = (q̂·k̂)/(s_q s_k) and O = (P·v̂)/s_v, exact since the scales are powers of two.
+  const float scoreScale = HALF ? p.scaleLog2 / (p.scales[0] * p.scales[1]) : p.scaleLog2;
+  const float outScale = HALF ? 1.0f / p.scales[2] : 1.0f;
   float o[D / 8][4];
   zero<D>(o);
   float mA = -INFINITY;
@@ -263,7 +268,7 @@ __global__ void __launch_bounds__(kThreads, 1) forwardKernel(Params p) {
     float s[8][4];
 #pragma unroll
     for (int j = 0; j < 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-    productNT<D, SPLIT>(s, qTile, qTile + kT, kt0, kt0 + kT, warp, lane);
+    productNT<D, SPLIT, HALF>(s, qTile, qTile + kT, kt0, kt0 + kT, warp, lane);
 
     const bool diagonal = kt == task.tile;
     float tileMaxA = -INFINITY;
@@ -272,7 +277,7 @@ __global__ void __launch_bounds__(kThreads, 1) forwardKernel(Params p) {
     for (int j = 0; j < 8; ++j) {
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
-        float value = s[j][c] * p.scaleLog2;
+        float value = s[j][c] * scoreScale;
         if (diagonal) {
           const int key = k0 + 8 * j + 2 * (lane % 4) + (c & 1);
           if (key > (c < 2 ? rowA : rowB)) value = -INFINITY;
@@ -314,15 +319,15 @@ __global__ void __launch_bounds__(kThreads, 1) forwardKernel(Params p) {
       o[j][2] *= corrB;
       o[j][3] *= corrB;
     }
-    productNN<D, SPLIT>(o, s, vt0, vt0 + kT, lane);
+    productNN<D, SPLIT, HALF>(o, s, vt0, vt0 + kT, lane);
   }
 
   for (int offset = 1; offset < 4; offset <<= 1) {
     lA += __shfl_xor_sync(0xffffffffu, lA, offset);
     lB += __shfl_xor_sync(0xffffffffu, lB, offset);
   }
-  const float invA = 1.0f / lA;
-  const float invB = 1.0f / lB;
+  const float invA = outScale / lA;
+  const float invB = outScale / lB;
   const int64_t rowStride = static_cast<int64_t>(p.queryHeads) * D;
 #pragma unroll
   for (int j = 0; j < D / 8; ++j) {
@@ -351,7 +356,7 @@ __global__ void __launch_bounds__(kThreads, 1) forwardKernel(Params p) {
 
 // ---- A: query-major backward (dq, D_i, influence) ----
 
-template <int D, bool SPLIT>
+template <int D, bool SPLIT, bool HALF>
 __global__ void __launch_bounds__(kThreads, 1) queryKernel(Params p) {
   constexpr int kT = tileChunks<D>();
   constexpr int kHalves = SPLIT ? 2 : 1;
@@ -380,13 +385,13 @@ __global__ void __launch_bounds__(kThreads, 1) queryKernel(Params p) {
                             : p.influence + ((static_cast<int64_t>(task.sequence) * p.queryHeads + h) * p.blocks +
                                              task.tile) * p.blocks;
 
-  stageHalves<D, SPLIT>(qTile, p.qHi, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
-  stageHalves<D, SPLIT>(dOTile, p.dOHi, p.dOLo, task.seqStart, n, q0, p.queryHeads, h);
+  stageHalves<D, SPLIT, HALF>(qTile, p.qHi, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
+  stageHalves<D, SPLIT, HALF>(dOTile, p.dOHi, p.dOLo, task.seqStart, n, q0, p.queryHeads, h);
   auto stageKeys = [&](int stageIndex, int k0) {
     uint4* kt = kTiles + stageIndex * kHalves * kT;
     uint4* vt = vTiles + stageIndex * kHalves * kT;
-    stageHalves<D, SPLIT>(kt, p.kHi, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
-    stageHalves<D, SPLIT>(vt, p.vHi, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
+    stageHalves<D, SPLIT, HALF>(kt, p.kHi, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
+    stageHalves<D, SPLIT, HALF>(vt, p.vHi, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
   };
   stageKeys(0, 0);
   cpAsyncCommit();
@@ -423,6 +428,12 @@ __global__ void __launch_bounds__(kThreads, 1) queryKernel(Params p) {
   const float invB = rowInv[localB];
   const float deltaA = rowDelta[localA];
   const float deltaB = rowDelta[localB];
+  // HALF: x = (q̂·k̂)/(s_q s_k), dP = (dÔ·v̂)/(s_dO s_v); dS goes to fp16 times dsScale, which bounds it by 2^14
+  // (|dP − D| ≤ 2·D·max|dO|·max|v|), and dq = (dŜ·k̂)/(dsScale·s_k).
+  const float scoreScale = HALF ? p.scaleLog2 / (p.scales[0] * p.scales[1]) : p.scaleLog2;
+  const float gradScale = HALF ? 1.0f / (p.scales[3] * p.scales[2]) : 1.0f;
+  const float dsScale = HALF ? p.scales[3] * p.scales[2] * (1.0f / (131072.0f * D)) : 1.0f;
+  const float dqScale = HALF ? p.scale / (dsScale * p.scales[1]) : p.scale;
   // Per row, over its entries with P ≤ 1/2: Σ P and Σ P·dP; and the row's entry with P > 1/2, if any.
   float restA = 0.0f;
   float restB = 0.0f;
@@ -466,8 +477,8 @@ __global__ void __launch_bounds__(kThreads, 1) queryKernel(Params p) {
       s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
       dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.0f;
     }
-    productNT<D, SPLIT>(s, qTile, qTile + kT, kt0, kt0 + kT, warp, lane);
-    productNT<D, SPLIT>(dp, dOTile, dOTile + kT, vt0, vt0 + kT, warp, lane);
+    productNT<D, SPLIT, HALF>(s, qTile, qTile + kT, kt0, kt0 + kT, warp, lane);
+    productNT<D, SPLIT, HALF>(dp, dOTile, dOTile + kT, vt0, vt0 + kT, warp, lane);
 
     float sumE = 0.0f;
 #pragma unroll
@@ -478,8 +489,8 @@ __global__ void __launch_bounds__(kThreads, 1) queryKernel(Params p) {
         const int row = first ? rowA : rowB;
         const int key = k0 + 8 * j + 2 * (lane % 4) + (c & 1);
         const float prob =
-            key <= row ? exp2f(s[j][c] * p.scaleLog2 - (first ? maxA : maxB)) * (first ? invA : invB) : 0.0f;
-        const float grad = dp[j][c];
+            key <= row ? exp2f(s[j][c] * scoreScale - (first ? maxA : maxB)) * (first ? invA : invB) : 0.0f;
+        const float grad = dp[j][c] * gradScale;
         const float ds = prob * (grad - (first ? deltaA : deltaB));
         if (prob <= 0.5f) {
           // 1 − P is well conditioned; row 0 holds only its dominant entry.
@@ -500,14 +511,14 @@ __global__ void __launch_bounds__(kThreads, 1) queryKernel(Params p) {
           dominantPB = prob;
           dominantGradB = grad;
         }
-        s[j][c] = ds;
+        s[j][c] = ds * dsScale;
       }
     }
     if (influenceRow != nullptr) {
       for (int offset = 16; offset > 0; offset >>= 1) sumE += __shfl_xor_sync(0xffffffffu, sumE, offset);
       if (lane == 0) warpE[kt & 1][warp] = sumE;
     }
-    productNN<D, false>(dq, s, kt0, nullptr, lane);
+    productNN<D, false, HALF>(dq, s, kt0, nullptr, lane);
   }
   __syncthreads();
 
@@ -549,18 +560,18 @@ __global__ void __launch_bounds__(kThreads, 1) queryKernel(Params p) {
     const int col = 8 * j + 2 * (lane % 4);
     if (rowA < n) {
       *reinterpret_cast<float2*>(p.dq + (task.seqStart + rowA) * rowStride + h * D + col) =
-          make_float2(dq[j][0] * p.scale, dq[j][1] * p.scale);
+          make_float2(dq[j][0] * dqScale, dq[j][1] * dqScale);
     }
     if (rowB < n) {
       *reinterpret_cast<float2*>(p.dq + (task.seqStart + rowB) * rowStride + h * D + col) =
-          make_float2(dq[j][2] * p.scale, dq[j][3] * p.scale);
+          make_float2(dq[j][2] * dqScale, dq[j][3] * dqScale);
     }
   }
 }
 
 // ---- B: key-major backward (dk, dv) ----
 
-template <int D, bool SPLIT>
+template <int D, bool SPLIT, bool HALF>
 __global__ void __launch_bounds__(kThreads, 1) keyKernel(Params p) {
   constexpr int kT = tileChunks<D>();
   constexpr int kHalves = SPLIT ? 2 : 1;
@@ -582,14 +593,14 @@ __global__ void __launch_bounds__(kThreads, 1) keyKernel(Params p) {
   const int lane = threadIdx.x % 32;
   const int items = (n + kTile - 1) / kTile - task.tile;  // query tiles from the diagonal on
 
-  stageHalves<D, SPLIT>(kTile0, p.kHi, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
-  stageHalves<D, SPLIT>(vTile0, p.vHi, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
+  stageHalves<D, SPLIT, HALF>(kTile0, p.kHi, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
+  stageHalves<D, SPLIT, HALF>(vTile0, p.vHi, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
   auto stageQueries = [&](int stageIndex, int item) {
     const int q0 = (task.tile + item) * kTile;
     uint4* qt = qTiles + stageIndex * kHalves * kT;
     uint4* dt = dOTiles + stageIndex * kHalves * kT;
-    stageHalves<D, SPLIT>(qt, p.qHi, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
-    stageHalves<D, SPLIT>(dt, p.dOHi, p.dOLo, task.seqStart, n, q0, p.queryHeads, h);
+    stageHalves<D, SPLIT, HALF>(qt, p.qHi, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
+    stageHalves<D, SPLIT, HALF>(dt, p.dOHi, p.dOLo, task.seqStart, n, q0, p.queryHeads, h);
     for (int r = threadIdx.x; r < kTile; r += kThreads) {
       const int row = q0 + r;
       const bool valid = row < n;
@@ -604,6 +615,12 @@ __global__ void __launch_bounds__(kThreads, 1) keyKernel(Params p) {
 
   const int keyA = k0 + warp * 16 + lane / 4;
   const int keyB = keyA + 8;
+  // HALF: as in queryKernel; dv = (P·dÔ)/s_dO, dk = (dŜ·q̂)/(dsScale·s_q).
+  const float scoreScale = HALF ? p.scaleLog2 / (p.scales[0] * p.scales[1]) : p.scaleLog2;
+  const float gradScale = HALF ? 1.0f / (p.scales[3] * p.scales[2]) : 1.0f;
+  const float dsScale = HALF ? p.scales[3] * p.scales[2] * (1.0f / (131072.0f * D)) : 1.0f;
+  const float dkScale = HALF ? p.scale / (dsScale * p.scales[0]) : p.scale;
+  const float dvScale = HALF ? 1.0f / p.scales[3] : 1.0f;
   float dk[D / 8][4];
   float dv[D / 8][4];
   zero<D>(dk);
@@ -629,23 +646,23 @@ __global__ void __launch_bounds__(kThreads, 1) keyKernel(Params p) {
       s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
       dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.0f;
     }
-    productNT<D, SPLIT>(s, kTile0, kTile0 + kT, qt, qt + kT, warp, lane);
-    productNT<D, SPLIT>(dp, vTile0, vTile0 + kT, dt, dt + kT, warp, lane);
+    productNT<D, SPLIT, HALF>(s, kTile0, kTile0 + kT, qt, qt + kT, warp, lane);
+    productNT<D, SPLIT, HALF>(dp, vTile0, vTile0 + kT, dt, dt + kT, warp, lane);
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int column = 8 * j + 2 * (lane % 4) + (c & 1);
         const int key = c < 2 ? keyA : keyB;
-        const float prob = q0 + column >= key ? exp2f(s[j][c] * p.scaleLog2 - colMax[stageIndex][column]) *
+        const float prob = q0 + column >= key ? exp2f(s[j][c] * scoreScale - colMax[stageIndex][column]) *
                                                     colInv[stageIndex][column]
                                               : 0.0f;
-        dp[j][c] = prob * (dp[j][c] - colDelta[stageIndex][column]);
+        dp[j][c] = prob * (dp[j][c] * gradScale - colDelta[stageIndex][column]) * dsScale;
         s[j][c] = prob;
       }
     }
-    productNN<D, false>(dv, s, dt, nullptr, lane);
-    productNN<D, false>(dk, dp, qt, nullptr, lane);
+    productNN<D, false, HALF>(dv, s, dt, nullptr, lane);
+    productNN<D, false, HALF>(dk, dp, qt, nullptr, lane);
   }
 
   const int64_t rowStride = static_cast<int64_t>(p.outHeads) * D;
@@ -655,13 +672,13 @@ __global__ void __launch_bounds__(kThreads, 1) keyKernel(Params p) {
     const int col = 8 * j + 2 * (lane % 4);
     if (keyA < n) {
       const int64_t offset = (task.seqStart + keyA) * rowStride + outHead * D + col;
-      *reinterpret_cast<float2*>(p.dkOut + offset) = make_float2(dk[j][0] * p.scale, dk[j][1] * p.scale);
-      *reinterpret_cast<float2*>(p.dvOut + offset) = make_float2(dv[j][0], dv[j][1]);
+      *reinterpret_cast<float2*>(p.dkOut + offset) = make_float2(dk[j][0] * dkScale, dk[j][1] * dkScale);
+      *reinterpret_cast<float2*>(p.dvOut + offset) = make_float2(dv[j][0] * dvScale, dv[j][1] * dvScale);
     }
     if (keyB < n) {
       const int64_t offset = (task.seqStart + keyB) * rowStride + outHead * D + col;
-      *reinterpret_cast<float2*>(p.dkOut + offset) = make_float2(dk[j][2] * p.scale, dk[j][3] * p.scale);
-      *reinterpret_cast<float2*>(p.dvOut + offset) = make_float2(dv[j][2], dv[j][3]);
+      *reinterpret_cast<float2*>(p.dkOut + offset) = make_float2(dk[j][2] * dkScale, dk[j][3] * dkScale);
+      *reinterpret_cast<float2*>(p.dvOut + offset) = make_float2(dv[j][2] * dvScale, dv[j][3] * dvScale);
     }
   }
 }
@@ -759,6 +776,25 @@ Scratch carve(const Layout& layout, int64_t queryHeads, bool split, bool withGra
   return s;
 }
 
+// The 16-bit copies of q, k, v (and dO when given) into the carved scratch: bf16 halves (split/bf16), or scaled
+// fp16 whose scales the kernels read from the returned device array (f16; null otherwise).
+const float* copyOperands(const Scratch& s, BackwardPrecision precision, const float* q, const float* k,
+                          const float* v, const float* dOut, const Layout& layout, const std::string& op,
+                          const std::string& sizes) {
+  if (precision == BackwardPrecision::F16) {
+    const HalfJob jobs[4] = {{q, s.qHi, layout.qCount, SourceType::F32},
+                             {k, s.kHi, layout.kvCount, SourceType::F32},
+                             {v, s.vHi, layout.kvCount, SourceType::F32},
+                             {dOut, s.dOHi, layout.qCount, SourceType::F32}};
+    return toScaledHalves(jobs, dOut == nullptr ? 3 : 4, -1.0f, op, sizes).scales;
+  }
+  splitToBf16(s.qHi, s.qLo, q, layout.qCount, op, sizes);
+  splitToBf16(s.kHi, s.kLo, k, layout.kvCount, op, sizes);
+  splitToBf16(s.vHi, s.vLo, v, layout.kvCount, op, sizes);
+  if (dOut != nullptr) splitToBf16(s.dOHi, s.dOLo, dOut, layout.qCount, op, sizes);
+  return nullptr;
+}
+
 void checkDims(const std::string& op, const AttentionDims& dims, int64_t tokens, const std::string& sizes) {
   if (dims.headDim != 64 && dims.headDim != 128) {
     throw std::runtime_error(op + ": the CUDA kernel takes head dims 64 and 128 (the backend runs others on the CPU "
@@ -793,12 +829,11 @@ void attentionPrefillStats(float* out, float* stats, const float* q, const float
                                               {"headDim", dims.headDim}});
   checkDims(op, dims, tokens, sizes);
   if (tokens == 0) return;
-  const bool splitOperands = backwardSplit();
+  const BackwardPrecision precision = backwardPrecision();
+  const bool splitOperands = precision == BackwardPrecision::Split;
   const Layout layout{tokens, tokens * dims.queryHeads * dims.headDim, tokens * dims.kvHeads * dims.headDim};
   const Scratch s = carve(layout, dims.queryHeads, splitOperands, false, false, op);
-  splitToBf16(s.qHi, s.qLo, q, layout.qCount, op, sizes);
-  splitToBf16(s.kHi, s.kLo, k, layout.kvCount, op, sizes);
-  splitToBf16(s.vHi, s.vLo, v, layout.kvCount, op, sizes);
+  const float* scales = copyOperands(s, precision, q, k, v, nullptr, layout, op, sizes);
   const std::vector<Task> tasks = queryTasks(cuSeqlens, sequences, dims.queryHeads);
   Params params{};
   params.qHi = s.qHi;
@@ -809,6 +844,7 @@ void attentionPrefillStats(float* out, float* stats, const float* q, const float
   params.vLo = s.vLo;
   params.outF = out;
   params.statsOut = stats;
+  params.scales = scales;
   params.tasks = uploadParams(tasks, op);
   params.queryHeads = static_cast<int>(dims.queryHeads);
   params.kvHeads = static_cast<int>(dims.kvHeads);
@@ -818,11 +854,13 @@ void attentionPrefillStats(float* out, float* stats, const float* q, const float
   const size_t shared64 = sharedBytes<64>(splitOperands, 1, 2);
   const size_t shared128 = sharedBytes<128>(splitOperands, 1, 2);
   if (dims.headDim == 64) {
-    splitOperands ? launch(forwardKernel<64, true>, shared64, ctas, params, op, sizes)
-                  : launch(forwardKernel<64, false>, shared64, ctas, params, op, sizes);
+    if (precision == BackwardPrecision::Split) launch(forwardKernel<64, true, false>, shared64, ctas, params, op, sizes);
+    else if (precision == BackwardPrecision::F16) launch(forwardKernel<64, false, true>, shared64, ctas, params, op, sizes);
+    else launch(forwardKernel<64, false, false>, shared64, ctas, params, op, sizes);
   } else {
-    splitOperands ? launch(forwardKernel<128, true>, shared128, ctas, params, op, sizes)
-                  : launch(forwardKernel<128, false>, shared128, ctas, params, op, sizes);
+    if (precision == BackwardPrecision::Split) launch(forwardKernel<128, true, false>, shared128, ctas, params, op, sizes);
+    else if (precision == BackwardPrecision::F16) launch(forwardKernel<128, false, true>, shared128, ctas, params, op, sizes);
+    else launch(forwardKernel<128, false, false>, shared128, ctas, params, op, sizes);
   }
 }
 
@@ -837,14 +875,12 @@ void attentionBackward(float* dq, float* dk, float* dv, float* influence, const 
                                               {"headDim", dims.headDim}});
   checkDims(op, dims, tokens, sizes);
   if (tokens == 0) return;
-  const bool splitOperands = backwardSplit();
+  const BackwardPrecision precision = backwardPrecision();
+  const bool splitOperands = precision == BackwardPrecision::Split;
   const Layout layout{tokens, tokens * dims.queryHeads * dims.headDim, tokens * dims.kvHeads * dims.headDim};
   const bool grouped = dims.queryHeads != dims.kvHeads;
   const Scratch s = carve(layout, dims.queryHeads, splitOperands, true, grouped, op);
-  splitToBf16(s.qHi, s.qLo, q, layout.qCount, op, sizes);
-  splitToBf16(s.kHi, s.kLo, k, layout.kvCount, op, sizes);
-  splitToBf16(s.vHi, s.vLo, v, layout.kvCount, op, sizes);
-  splitToBf16(s.dOHi, s.dOLo, dOut, layout.qCount, op, sizes);
+  const float* scales = copyOperands(s, precision, q, k, v, dOut, layout, op, sizes);
 
   // One upload: pass A's tasks, then pass B's (key tiles × query heads, the most query tiles below them first).
   std::vector<Task> tasks = queryTasks(cuSeqlens, sequences, dims.queryHeads);
@@ -875,6 +911,7 @@ void attentionBackward(float* dq, float* dk, float* dv, float* influence, const 
   params.out = out;
   params.dOut = dOut;
   params.stats = stats;
+  params.scales = scales;
   params.dq = dq;
   params.dk = dk;
   params.dv = dv;
@@ -896,20 +933,26 @@ void attentionBackward(float* dq, float* dk, float* dv, float* influence, const 
   const size_t sharedA64 = sharedBytes<64>(splitOperands, 2, 2);
   const size_t sharedA128 = sharedBytes<128>(splitOperands, 2, 2);
   if (dims.headDim == 64) {
-    if (splitOperands) {
-      launch(queryKernel<64, true>, sharedA64, queryCtas, params, op, sizes);
-      launch(keyKernel<64, true>, sharedA64, keyCtas, keyParams, op, sizes);
+    if (precision == BackwardPrecision::Split) {
+      launch(queryKernel<64, true, false>, sharedA64, queryCtas, params, op, sizes);
+      launch(keyKernel<64, true, false>, sharedA64, keyCtas, keyParams, op, sizes);
+    } else if (precision == BackwardPrecision::F16) {
+      launch(queryKernel<64, false, true>, sharedA64, queryCtas, params, op, sizes);
+      launch(keyKernel<64, false, true>, sharedA64, keyCtas, keyParams, op, sizes);
     } else {
-      launch(queryKernel<64, false>, sharedA64, queryCtas, params, op, sizes);
-      launch(keyKernel<64, false>, sharedA64, keyCtas, keyParams, op, sizes);
+      launch(queryKernel<64, false, false>, sharedA64, queryCtas, params, op, sizes);
+      launch(keyKernel<64, false, false>, sharedA64, keyCtas, keyParams, op, sizes);
     }
   } else {
-    if (splitOperands) {
-      launch(queryKernel<128, true>, sharedA128, queryCtas, params, op, sizes);
-      launch(keyKernel<128, true>, sharedA128, keyCtas, keyParams, op, sizes);
+    if (precision == BackwardPrecision::Split) {
+      launch(queryKernel<128, true, false>, sharedA128, queryCtas, params, op, sizes);
+      launch(keyKernel<128, true, false>, sharedA128, keyCtas, keyParams, op, sizes);
+    } else if (precision == BackwardPrecision::F16) {
+      launch(queryKernel<128, false, true>, sharedA128, queryCtas, params, op, sizes);
+      launch(keyKernel<128, false, true>, sharedA128, keyCtas, keyParams, op, sizes);
     } else {
-      launch(queryKernel<128, false>, sharedA128, queryCtas, params, op, sizes);
-      launch(keyKernel<128, false>, sharedA128, keyCtas, keyParams, op, sizes);
+      launch(queryKernel<128, false, false>, sharedA128, queryCtas, params, op, sizes);
+      launch(keyKernel<128, false, false>, sharedA128, keyCtas, keyParams, op, sizes);
     }
   }
   if (grouped) {

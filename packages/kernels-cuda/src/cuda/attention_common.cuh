@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -47,6 +48,20 @@ __device__ __forceinline__ RowKeys rowKeysDevice(int mode, int64_t i, int64_t bl
 __device__ __forceinline__ uint32_t packBf16(float lo, float hi) {
   const __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&pair);
+}
+
+__device__ __forceinline__ uint32_t packHalf(float lo, float hi) {
+  const __half2 pair = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&pair);
+}
+
+template <bool HALF>
+__device__ __forceinline__ uint32_t packTyped(float lo, float hi) {
+  if constexpr (HALF) {
+    return packHalf(lo, hi);
+  } else {
+    return packBf16(lo, hi);
+  }
 }
 
 }  // namespace moa::cuda

@@ -2,6 +2,7 @@
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 
+#include <cstdint>
 #include <cstring>
 #include <mutex>
 
@@ -48,9 +49,41 @@ DeviceInfo deviceInfo(int device) {
   return info;
 }
 
+namespace {
+
+// Tensors come from the device's default memory pool, stream-ordered (cudaMallocAsync / cudaFreeAsync on the
+// one stream every op uses): a free neither waits for the GPU nor returns the memory, and the next allocation
+// reuses it, where cudaMalloc/cudaFree cost tens of microseconds each and cudaFree drains the stream. The pool
+// keeps what it holds (release threshold: all), memoryInfo counts its unused part as free, and a failed
+// allocation (pool or cudaMalloc) hands that part back to the device and tries once more.
+cudaMemPool_t tensorPool() {
+  static const cudaMemPool_t pool = [] {
+    int device = 0;
+    check("empty", cudaGetDevice(&device));
+    cudaMemPool_t handle = nullptr;
+    check("empty", cudaDeviceGetDefaultMemPool(&handle, device));
+    uint64_t threshold = UINT64_MAX;
+    check("empty", cudaMemPoolSetAttribute(handle, cudaMemPoolAttrReleaseThreshold, &threshold));
+    return handle;
+  }();
+  return pool;
+}
+
+void trimPool() {
+  check("trimPool", cudaDeviceSynchronize());
+  check("trimPool", cudaMemPoolTrimTo(tensorPool(), 0));
+}
+
+}  // namespace
+
 MemoryInfo memoryInfo() {
   MemoryInfo info;
   check("memoryInfo", cudaMemGetInfo(&info.free, &info.total));
+  uint64_t reserved = 0;
+  uint64_t used = 0;
+  check("memoryInfo", cudaMemPoolGetAttribute(tensorPool(), cudaMemPoolAttrReservedMemCurrent, &reserved));
+  check("memoryInfo", cudaMemPoolGetAttribute(tensorPool(), cudaMemPoolAttrUsedMemCurrent, &used));
+  if (reserved > used) info.free += reserved - used;
   return info;
 }
 
@@ -72,7 +105,12 @@ std::string megabytes(size_t bytes) { return std::to_string((bytes + (1u << 20) 
 // cudaMalloc with an error that says how much was asked for and how much is free.
 void* deviceMalloc(size_t bytes, const std::string& op) {
   void* pointer = nullptr;
-  const cudaError_t status = cudaMalloc(&pointer, bytes == 0 ? 1 : bytes);
+  cudaError_t status = cudaMalloc(&pointer, bytes == 0 ? 1 : bytes);
+  if (status == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    trimPool();
+    status = cudaMalloc(&pointer, bytes == 0 ? 1 : bytes);
+  }
   if (status != cudaSuccess) {
     cudaGetLastError();
     size_t free = 0;
@@ -167,16 +205,33 @@ void releaseScratch() {
 }
 
 void* allocate(size_t bytes) {
-  void* pointer = deviceMalloc(bytes, "empty");
-  const cudaError_t status = cudaMemset(pointer, 0, bytes);
+  const size_t size = bytes == 0 ? 1 : bytes;
+  void* pointer = nullptr;
+  cudaError_t status = cudaMallocAsync(&pointer, size, tensorPool(), 0);
+  if (status == cudaErrorMemoryAllocation) {
+    // Memory the pool holds but no tensor uses may be what is missing: return it and try once more.
+    cudaGetLastError();
+    trimPool();
+    status = cudaMallocAsync(&pointer, size, tensorPool(), 0);
+  }
   if (status != cudaSuccess) {
-    cudaFree(pointer);
+    cudaGetLastError();
+    size_t free = 0;
+    size_t total = 0;
+    std::string detail = std::to_string(bytes) + " bytes requested";
+    if (cudaMemGetInfo(&free, &total) == cudaSuccess) detail += "; " + megabytes(free) + " free of " + megabytes(total);
+    cudaGetLastError();
+    check("empty", status, detail);
+  }
+  status = cudaMemsetAsync(pointer, 0, bytes, 0);
+  if (status != cudaSuccess) {
+    cudaFreeAsync(pointer, 0);
     check("empty", status, std::to_string(bytes) + " bytes");
   }
   return pointer;
 }
 
-void release(void* pointer) { check("free", cudaFree(pointer)); }
+void release(void* pointer) { check("free", cudaFreeAsync(pointer, 0)); }
 
 void copyToDevice(void* destination, const void* source, size_t bytes) {
   check("write", cudaMemcpy(destination, source, bytes, cudaMemcpyHostToDevice), std::to_string(bytes) + " bytes");

@@ -4,9 +4,10 @@
 // product is out (n × m, column-major = [m, n] row-major) = op_T(w) · x. bf16/f16 weights: x is rounded to the
 // weights' 16-bit type in a scratch buffer and the GEMM accumulates in fp32 (tensor cores), as PyTorch does
 // for a bf16 Linear; f32 weights: an fp32 GEMM. A bias is broadcast into out first and added by beta = 1.
-// `exact` (the profiler's forward) keeps x at about fp32's precision instead: for bf16 weights x = hi + lo in bf16
-// and two GEMMs accumulate into out; for f16 weights (f16 cannot carry x's range as two halves) w is widened to
-// fp32 in panels of rows and each panel runs an fp32 GEMM.
+// `exact` (the profiler's forward) follows backward_precision.cuh: "f16" (default) copies x and w to scaled fp16
+// and runs one GEMM; "split"/"bf16" keep x at about fp32's precision: for bf16 weights x = hi + lo in bf16 and two
+// GEMMs accumulate into out; for f16 weights (f16 cannot carry x's range as two halves) w is widened to fp32 in
+// panels of rows and each panel runs an fp32 GEMM.
 //
 // cuBLAS is opened at run time (dlopen), so the addon builds where only nvcc and cudart are installed and
 // loads where the library lives in a Python wheel: MOA_CUBLAS_PATH names the library file, else the system
@@ -23,9 +24,11 @@
 #include <string>
 #include <vector>
 
+#include "cuda/backward_precision.cuh"
 #include "cuda/check.cuh"
 #include "cuda/cublas.cuh"
 #include "cuda/cuda_ops.h"
+#include "cuda/half_scale.cuh"
 #include "cuda/scratch.cuh"
 #include "cuda/widen.cuh"
 
@@ -38,6 +41,7 @@ using CreateFn = int (*)(cublasHandle*);
 using GemmExFn = int (*)(cublasHandle, int, int, int, int, int, const void*, const void*, int, int, const void*, int,
                          int, const void*, void*, int, int, int, int);
 using StatusStringFn = const char* (*)(int);
+using PointerModeFn = int (*)(cublasHandle, int);
 constexpr int kOpN = 0;
 constexpr int kOpT = 1;
 constexpr int kR32F = 0;    // CUDA_R_32F
@@ -52,6 +56,7 @@ struct Cublas {
   cublasHandle handle = nullptr;
   GemmExFn gemmEx = nullptr;
   StatusStringFn statusString = nullptr;
+  PointerModeFn setPointerMode = nullptr;
 };
 Cublas cublas;
 std::mutex cublasMutex;
@@ -112,8 +117,9 @@ Cublas& openCublas() {
   const auto create = reinterpret_cast<CreateFn>(dlsym(library, "cublasCreate_v2"));
   cublas.gemmEx = reinterpret_cast<GemmExFn>(dlsym(library, "cublasGemmEx"));
   cublas.statusString = reinterpret_cast<StatusStringFn>(dlsym(library, "cublasGetStatusString"));
-  if (create == nullptr || cublas.gemmEx == nullptr) {
-    cublas.error = "the cuBLAS library found lacks cublasCreate_v2/cublasGemmEx";
+  cublas.setPointerMode = reinterpret_cast<PointerModeFn>(dlsym(library, "cublasSetPointerMode_v2"));
+  if (create == nullptr || cublas.gemmEx == nullptr || cublas.setPointerMode == nullptr) {
+    cublas.error = "the cuBLAS library found lacks cublasCreate_v2/cublasGemmEx/cublasSetPointerMode_v2";
     return cublas;
   }
   const int status = create(&cublas.handle);
@@ -200,6 +206,31 @@ void gemm(const std::string& op, const std::string& sizes, bool transA, int64_t 
   checkLaunch(op, sizes);
 }
 
+void gemmScaledHalf(const std::string& op, const std::string& sizes, bool transA, int64_t m, int64_t n, int64_t k,
+                    const void* a, int64_t lda, const void* b, int64_t ldb, const float* alphaBeta, float* c,
+                    int64_t ldc) {
+  constexpr int64_t kIntMax = 2147483647;
+  if (m > kIntMax || n > kIntMax || k > kIntMax) throw std::runtime_error(op + ": sizes exceed cuBLAS's int [" + sizes + "]");
+  Cublas& library = openCublas();
+  if (library.handle == nullptr) throw std::runtime_error(op + ": " + library.error);
+  // alpha and beta live on the device (written by toScaledHalves on the stream): device pointer mode for this
+  // call only, so no host round trip is needed to learn the scales.
+  constexpr int kPointerHost = 0;
+  constexpr int kPointerDevice = 1;
+  library.setPointerMode(library.handle, kPointerDevice);
+  const int status = library.gemmEx(library.handle, transA ? kOpT : kOpN, kOpN, static_cast<int>(m),
+                                    static_cast<int>(n), static_cast<int>(k), alphaBeta, a, kR16F,
+                                    static_cast<int>(lda), b, kR16F, static_cast<int>(ldb), alphaBeta + 1, c, kR32F,
+                                    static_cast<int>(ldc), kCompute32F, kGemmDefault);
+  library.setPointerMode(library.handle, kPointerHost);
+  if (status != 0) {
+    cudaGetLastError();
+    const char* name = library.statusString != nullptr ? library.statusString(status) : "";
+    throw std::runtime_error(op + ": cuBLAS error " + std::to_string(status) + " (" + name + ") [" + sizes + "]");
+  }
+  checkLaunch(op, sizes);
+}
+
 void splitToBf16(void* hi, void* lo, const float* x, int64_t count, const std::string& op, const std::string& sizes) {
   if (count == 0) return;
   splitKernel<<<gridFor(count, 256), 256>>>(static_cast<__nv_bfloat16*>(hi), static_cast<__nv_bfloat16*>(lo), x,
@@ -249,6 +280,17 @@ void matmul(float* out, const float* x, const void* w, DType wType, const void* 
   }
   if (k == 0) return;
 
+  if (exact && (wType == DType::BF16 || wType == DType::F16) && backwardPrecision() == BackwardPrecision::F16) {
+    // Both operands as scaled fp16 (half_scale.cuh): one GEMM, alpha = 1 / (s_x · s_w) on the device.
+    const int64_t xCount = (m * k + 7) / 8 * 8;  // keeps w's copy 16-byte aligned
+    auto* xHalf = static_cast<__half*>(scratch(ScratchSlot::Half, static_cast<size_t>(xCount + n * k) * 2, op));
+    __half* wHalf = xHalf + xCount;
+    const HalfJob jobs[2] = {{x, xHalf, m * k, SourceType::F32},
+                             {w, wHalf, n * k, wType == DType::BF16 ? SourceType::BF16 : SourceType::F16}};
+    const HalfScales scales = toScaledHalves(jobs, 2, beta, op, sizes);
+    gemmScaledHalf(op, sizes, true, n, m, k, wHalf, k, xHalf, k, scales.alphaBeta, out, n);
+    return;
+  }
   if (exact && wType == DType::BF16) {
     auto* hi = static_cast<__nv_bfloat16*>(scratch(ScratchSlot::Half, static_cast<size_t>(m * k) * 4, op));
     __nv_bfloat16* lo = hi + m * k;

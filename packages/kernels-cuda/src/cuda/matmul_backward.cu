@@ -3,6 +3,8 @@
 //
 // Column-major, w [n, k] row-major is a k × n matrix and dy a n × m one, so dxᵀ = w · dyᵀ needs no transpose.
 // Gradients are small and span many magnitudes, so dy is not simply rounded to the weights' type:
+//   "f16" precision (default, backward_precision.cuh): dy and w as scaled fp16 copies, one GEMM;
+//   otherwise:
 //   bf16 weights: dy = hi + lo (backward_precision.cuh), two bf16 GEMMs into the same fp32 output;
 //   f16 weights:  f16 cannot hold dy's range (gradients of 1e-7 flush to zero), so w is widened to fp32 in
 //                 panels of rows and the product runs as fp32 GEMMs, one per panel, accumulating;
@@ -18,6 +20,7 @@
 #include "cuda/check.cuh"
 #include "cuda/cublas.cuh"
 #include "cuda/cuda_ops.h"
+#include "cuda/half_scale.cuh"
 #include "cuda/scratch.cuh"
 
 namespace moa::cuda {
@@ -32,8 +35,19 @@ void matmulBackward(float* dx, const float* dy, const void* w, DType wType, int6
     return;
   }
   const float beta = accumulate ? 1.0f : 0.0f;
+  const BackwardPrecision precision = backwardPrecision();
+  if ((wType == DType::BF16 || wType == DType::F16) && precision == BackwardPrecision::F16) {
+    const int64_t dyCount = (m * n + 7) / 8 * 8;
+    auto* dyHalf = static_cast<__half*>(scratch(ScratchSlot::Half, static_cast<size_t>(dyCount + n * k) * 2, op));
+    __half* wHalf = dyHalf + dyCount;
+    const HalfJob jobs[2] = {{dy, dyHalf, m * n, SourceType::F32},
+                             {w, wHalf, n * k, wType == DType::BF16 ? SourceType::BF16 : SourceType::F16}};
+    const HalfScales scales = toScaledHalves(jobs, 2, beta, op, sizes);
+    gemmScaledHalf(op, sizes, false, k, m, n, wHalf, k, dyHalf, n, scales.alphaBeta, dx, k);
+    return;
+  }
   if (wType == DType::BF16) {
-    const bool split = backwardSplit();
+    const bool split = precision == BackwardPrecision::Split;
     auto* hi = static_cast<__nv_bfloat16*>(scratch(ScratchSlot::Half, static_cast<size_t>(m * n) * (split ? 4 : 2), op));
     __nv_bfloat16* lo = split ? hi + m * n : nullptr;
     splitToBf16(hi, lo, dy, m * n, op, sizes);

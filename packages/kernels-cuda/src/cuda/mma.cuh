@@ -1,5 +1,5 @@
-// Tensor-core building blocks of the attention kernels (sm_80 and later): ldmatrix, mma.sync m16n8k16 bf16 with
-// fp32 accumulation, cp.async, and the XOR swizzle of bf16 tiles in shared memory.
+// Tensor-core building blocks of the attention kernels (sm_80 and later): ldmatrix, mma.sync m16n8k16 bf16 (and
+// fp16) with fp32 accumulation, cp.async, and the XOR swizzle of bf16 tiles in shared memory.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -30,6 +30,25 @@ __device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], 
       "{%0, %1, %2, %3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// The same product on fp16 operands.
+__device__ __forceinline__ void mma16816Half(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// bf16 (HALF false) or fp16 (HALF true) operands.
+template <bool HALF>
+__device__ __forceinline__ void mmaTyped(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  if constexpr (HALF) {
+    mma16816Half(c, a, b0, b1);
+  } else {
+    mma16816(c, a, b0, b1);
+  }
 }
 
 __device__ __forceinline__ void cpAsync16(uint32_t dst, const void* src, bool valid) {

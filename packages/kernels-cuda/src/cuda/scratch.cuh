@@ -9,8 +9,9 @@
 
 namespace moa::cuda {
 
-// Attention: the bf16 operand copies and per-row sums of attentionBackward and the stats prefill.
-enum class ScratchSlot : int { Params = 0, Half = 1, Partials = 2, Attention = 3, Count = 4 };
+// Attention: the bf16 operand copies and per-row sums of attentionBackward and the stats prefill. Scales: the
+// maxima, scales and GEMM alpha/beta of half_scale.cuh (a few floats, never reallocated).
+enum class ScratchSlot : int { Params = 0, Half = 1, Partials = 2, Attention = 3, Scales = 4, Count = 5 };
 
 // A device buffer of at least `bytes` for `slot`, reused across calls (its contents are not kept when it grows).
 void* scratch(ScratchSlot slot, size_t bytes, const std::string& op);

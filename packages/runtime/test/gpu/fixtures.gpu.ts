@@ -165,12 +165,12 @@ describe("MoA on CUDA equals MoA on the CPU reference", () => {
 });
 
 /**
- * The profiler on CUDA (every op on the GPU: bf16 GEMM inputs in the forward as on every CUDA forward, the
- * backward's products split into bf16 hi + lo) against transformers' fp32 influence vectors. Acceptance: the
- * loss, and every block above 1e-4 of its head's total within 2%. The heads fixtures/README.md names as holding
- * entries with 1 − A_ij < 1e-4 (moa-nano layer 2, heads 0–1) divide by that difference; their worst error is
- * reported on its own (the CPU reference is held to 20% there too). The single-rounding mode
- * (MOA_CUDA_BACKWARD_PRECISION=bf16) is measured beside it for the record.
+ * The profiler on CUDA (every op on the GPU, its products at the profiler's precision: the default f16, scaled
+ * fp16 operands, and "split", bf16 hi + lo) against transformers' fp32 influence vectors. Acceptance, for both:
+ * the loss, and every block above 1e-4 of its head's total within 2%. The heads fixtures/README.md names as
+ * holding entries with 1 − A_ij < 1e-4 (moa-nano layer 2, heads 0–1) divide by that difference; their worst
+ * error is reported on its own (the CPU reference is held to 20% there too). Operands rounded once to bf16
+ * (MOA_CUDA_BACKWARD_PRECISION=bf16) are measured beside them for the record.
  */
 /** The backend calls a profile makes, timed one by one for the breakdown. */
 const OPS = [
@@ -208,7 +208,7 @@ describe("profileInfluence on CUDA matches transformers' influence", () => {
       const model = await loadModel(fixtureDir(name), { backend: "cuda" });
       try {
         const { layers, heads } = model.config;
-        const measure = (mode: "split" | "bf16") => {
+        const measure = (mode: "split" | "bf16" | "f16") => {
           const previous = process.env.MOA_CUDA_BACKWARD_PRECISION;
           process.env.MOA_CUDA_BACKWARD_PRECISION = mode;
           try {
@@ -250,7 +250,9 @@ describe("profileInfluence on CUDA matches transformers' influence", () => {
           }
         };
         measure("bf16");
-        const result = measure("split");
+        const split = measure("split");
+        // The default precision (f16) is the one profiles are made with.
+        const result = measure("f16");
         // Where a profile's time goes: every backend call timed with a synchronise on each side (so the sum is
         // a little above the profile's own time), printed per op.
         const backend = model.backend as typeof model.backend & Record<string, unknown>;
@@ -282,6 +284,10 @@ describe("profileInfluence on CUDA matches transformers' influence", () => {
             .sort((a, b) => b[1].ms - a[1].ms)
             .map(([key, { ms, calls }]) => `${key} ${ms.toFixed(1)}/${calls}`)
             .join(", ")}`,
+        );
+        assert.ok(
+          split.worst < 0.02,
+          `${name} (split): a block is off by ${(100 * split.worst).toFixed(3)}%`,
         );
         assert.ok(result.checked > layers * heads);
         assert.ok(result.lossDiff < 2e-2, `${name}: loss off by ${result.lossDiff}`);

@@ -1,0 +1,170 @@
+// The scaled fp16 copies of half_scale.cuh: one launch takes max|x| of every job (atomicMax on the bits of
+// non-negative floats, which order like unsigned integers), one launch writes the copies, each thread deriving
+// s from the maximum itself.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "cuda/check.cuh"
+#include "cuda/half_scale.cuh"
+#include "cuda/scratch.cuh"
+#include "cuda/widen.cuh"
+
+namespace moa::cuda {
+namespace {
+
+constexpr int kMaxJobs = 4;
+constexpr int kThreads = 256;
+
+struct Jobs {
+  HalfJob job[kMaxJobs];
+  int count;
+  int blocksPerJob;
+  unsigned* maxBits;  // [kMaxJobs]
+  float* scales;      // [kMaxJobs]
+  float* alphaBeta;   // [2] or null
+  float beta;
+};
+
+__device__ __forceinline__ float load(const HalfJob& job, int64_t i) {
+  switch (job.type) {
+    case SourceType::BF16:
+      return widen(static_cast<const __nv_bfloat16*>(job.src)[i]);
+    case SourceType::F16:
+      return widen(static_cast<const __half*>(job.src)[i]);
+    default:
+      return static_cast<const float*>(job.src)[i];
+  }
+}
+
+// Eight elements from i on (i a multiple of 8, source aligned for it: see vectorised).
+__device__ __forceinline__ void load8(const HalfJob& job, int64_t i, float (&v)[8]) {
+  if (job.type == SourceType::F32) {
+    const float4 a = *reinterpret_cast<const float4*>(static_cast<const float*>(job.src) + i);
+    const float4 b = *reinterpret_cast<const float4*>(static_cast<const float*>(job.src) + i + 4);
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+    return;
+  }
+  const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(job.src) + i);
+  const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int w = 0; w < 4; ++w) {
+    if (job.type == SourceType::BF16) {
+      v[2 * w] = __uint_as_float(words[w] << 16);
+      v[2 * w + 1] = __uint_as_float(words[w] & 0xffff0000u);
+    } else {
+      const __half2 pair = *reinterpret_cast<const __half2*>(&words[w]);
+      v[2 * w] = __low2float(pair);
+      v[2 * w + 1] = __high2float(pair);
+    }
+  }
+}
+
+// Whether a job can go eight elements at a time: 16-byte aligned source (32 for fp32) and destination.
+__device__ __forceinline__ bool vectorised(const HalfJob& job) {
+  const uintptr_t align = job.type == SourceType::F32 ? 32 : 16;
+  return reinterpret_cast<uintptr_t>(job.src) % align == 0 && reinterpret_cast<uintptr_t>(job.dst) % 16 == 0;
+}
+
+// s = 2^(15 − e) with max < 2^e; 1 when the maximum is 0, infinite or NaN (those values pass through as they are).
+__device__ __forceinline__ float scaleFor(unsigned bits) {
+  const float m = __uint_as_float(bits);
+  if (!(m > 0.0f) || isinf(m)) return 1.0f;
+  int e = 0;
+  frexpf(m, &e);
+  const int shift = min(max(15 - e, -126), 126);
+  return ldexpf(1.0f, shift);
+}
+
+__global__ void maxKernel(Jobs jobs) {
+  const int j = blockIdx.x / jobs.blocksPerJob;
+  const HalfJob& job = jobs.job[j];
+  const int64_t thread = (blockIdx.x % jobs.blocksPerJob) * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t threads = static_cast<int64_t>(jobs.blocksPerJob) * blockDim.x;
+  // The bits of |x|: NaN > inf > every finite value, so a NaN or inf tensor keeps s = 1 and passes through.
+  unsigned m = 0;
+  int64_t tail = 0;
+  if (vectorised(job)) {
+    const int64_t groups = job.count / 8;
+    for (int64_t g = thread; g < groups; g += threads) {
+      float v[8];
+      load8(job, g * 8, v);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) m = max(m, __float_as_uint(fabsf(v[e])));
+    }
+    tail = groups * 8;
+  }
+  for (int64_t i = tail + thread; i < job.count; i += threads) m = max(m, __float_as_uint(fabsf(load(job, i))));
+  for (int offset = 16; offset > 0; offset >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, offset));
+  if (threadIdx.x % 32 == 0 && m > 0) atomicMax(jobs.maxBits + j, m);
+}
+
+__global__ void copyKernel(Jobs jobs) {
+  const int j = blockIdx.x / jobs.blocksPerJob;
+  const HalfJob& job = jobs.job[j];
+  const float s = scaleFor(jobs.maxBits[j]);
+  const int64_t thread = (blockIdx.x % jobs.blocksPerJob) * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t threads = static_cast<int64_t>(jobs.blocksPerJob) * blockDim.x;
+  auto* dst = static_cast<__half*>(job.dst);
+  int64_t tail = 0;
+  if (vectorised(job)) {
+    const int64_t groups = job.count / 8;
+    for (int64_t g = thread; g < groups; g += threads) {
+      float v[8];
+      load8(job, g * 8, v);
+      uint4 out;
+      uint32_t* words = reinterpret_cast<uint32_t*>(&out);
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+        const __half2 pair = __floats2half2_rn(v[2 * w] * s, v[2 * w + 1] * s);
+        words[w] = *reinterpret_cast<const uint32_t*>(&pair);
+      }
+      *reinterpret_cast<uint4*>(dst + g * 8) = out;
+    }
+    tail = groups * 8;
+  }
+  for (int64_t i = tail + thread; i < job.count; i += threads) dst[i] = __float2half_rn(load(job, i) * s);
+  if (blockIdx.x % jobs.blocksPerJob == 0 && threadIdx.x == 0) {
+    jobs.scales[j] = s;
+    if (j == 0 && jobs.alphaBeta != nullptr) {
+      jobs.alphaBeta[0] = 1.0f / (s * scaleFor(jobs.maxBits[1]));
+      jobs.alphaBeta[1] = jobs.beta;
+    }
+  }
+}
+
+}  // namespace
+
+HalfScales toScaledHalves(const HalfJob* list, int count, float gemmBeta, const std::string& op,
+                          const std::string& sizes) {
+  if (count < 1 || count > kMaxJobs) throw std::runtime_error(op + ": toScaledHalves takes 1 to 4 tensors");
+  // [0, 4): maxima, [4, 8): scales, [8, 10): alpha, beta. One fixed buffer: every op uses it in stream order.
+  auto* base = static_cast<float*>(scratch(ScratchSlot::Scales, 16 * sizeof(float), op));
+  Jobs jobs{};
+  int64_t largest = 0;
+  for (int j = 0; j < count; ++j) {
+    jobs.job[j] = list[j];
+    largest = std::max(largest, list[j].count);
+  }
+  jobs.count = count;
+  jobs.maxBits = reinterpret_cast<unsigned*>(base);
+  jobs.scales = base + 4;
+  jobs.alphaBeta = gemmBeta >= 0.0f ? base + 8 : nullptr;
+  jobs.beta = gemmBeta;
+  // Enough blocks per job to fill the GPU with the largest one; small tensors leave some idle.
+  jobs.blocksPerJob = static_cast<int>(std::min<int64_t>(
+      std::max<int64_t>(1, (largest + kThreads * 32 - 1) / (kThreads * 32)), 4 * multiprocessorCount()));
+  check(op, cudaMemsetAsync(base, 0, kMaxJobs * sizeof(unsigned), 0), sizes);
+  const unsigned grid = static_cast<unsigned>(jobs.blocksPerJob * count);
+  maxKernel<<<grid, kThreads>>>(jobs);
+  checkLaunch(op, "scaling to f16 (maximum), " + sizes);
+  copyKernel<<<grid, kThreads>>>(jobs);
+  checkLaunch(op, "scaling to f16, " + sizes);
+  return {jobs.scales, jobs.alphaBeta};
+}
+
+}  // namespace moa::cuda

@@ -1,0 +1,34 @@
+// Scaled fp16 copies of fp32/bf16/f16 tensors for the profiler's "f16" precision (backward_precision.cuh).
+// dst = f16(src · s) with s = 2^(15 − e), e the exponent of max|src| (max|src| < 2^e), so the largest value
+// lands just under 2^15 and fp16's 29 binades of normal numbers hold everything within 2^-29 of it at full
+// precision. Powers of two make s exact: a product of scaled copies divided by the scales is the product of
+// the rounded values. The maximum is found on the device (no host round trip) and s stays on the device.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace moa::cuda {
+
+enum class SourceType : int { F32 = 0, BF16 = 1, F16 = 2 };
+
+struct HalfJob {
+  const void* src = nullptr;
+  void* dst = nullptr;  // __half[count]
+  int64_t count = 0;
+  SourceType type = SourceType::F32;
+};
+
+// The device floats of one conversion: scales[j] of job j, and (for a GEMM) alpha = 1 / (scales[0] · scales[1])
+// and beta, as cuBLAS reads them in device pointer mode.
+struct HalfScales {
+  const float* scales;
+  const float* alphaBeta;
+};
+
+// Converts up to 4 tensors in two launches on the stream (maximum, then copy). With `gemmBeta` ≥ 0 it also
+// writes alpha/beta for a GEMM of jobs 0 and 1.
+HalfScales toScaledHalves(const HalfJob* jobs, int count, float gemmBeta, const std::string& op,
+                          const std::string& sizes);
+
+}  // namespace moa::cuda
