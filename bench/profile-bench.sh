@@ -11,7 +11,7 @@
 # (node packages/kernels-cuda/scripts/gpu-suite.mjs --bundle) and the CUDA addon
 # (packages/kernels-cuda/build/Release/moa_cuda.node). A failing step is logged and the rest still runs.
 # Env: CKPT (8B checkpoint dir, default /tmp/random-llama3-8b), RUNS (timed runs per length after a warm-up,
-# default 3; RUNS_TINY for moa-tiny, default 5: its runs take 0.05-0.2 s and vary by up to 60% at 4k),
+# default 3; RUNS_TINY for moa-tiny, default 15: its runs take 0.01-0.2 s and vary by up to 60% at 4k),
 # SKIP_OURS=1 / SKIP_EAGER=1 (one side only), OURS_8B_LENGTHS (default 4096,8192,32768).
 set -uo pipefail
 out=${1:?usage: bench/profile-bench.sh <out-dir>}
@@ -19,7 +19,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 node=${NODE:-node}
 ckpt=${CKPT:-/tmp/random-llama3-8b}
 runs=${RUNS:-3}
-runs_tiny=${RUNS_TINY:-5}
+runs_tiny=${RUNS_TINY:-15}
 ours_8b=${OURS_8B_LENGTHS:-4096,8192,32768}
 bundle="$root/packages/kernels-cuda/dist-gpu/profile-speed.mjs"
 mkdir -p "$out"

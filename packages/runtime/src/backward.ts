@@ -289,6 +289,12 @@ class InfluencePass {
       this.negatedPositions,
       Int32Array.from({ length: n }, (_, p) => -p),
     );
+    // The answer tokens' targets go up now and their losses come back at the end, with the influence: a write or
+    // a read in between would make the host wait for the GPU mid-pass.
+    const answers = n - answerStart;
+    const targets = this.make("i32", [answers]);
+    const losses = this.make("f32", [answers]);
+    b.write(targets, hostIds.subarray(answerStart, n));
 
     // Forward, keeping each layer's input (and the activations of the kept layers).
     b.embedding(this.layerInputs[0]!, this.ids, this.model.weights.embed);
@@ -300,7 +306,7 @@ class InfluencePass {
       this.layerInputs.push(next);
     }
 
-    const loss = this.lossBackward(hostIds, answerStart);
+    this.lossBackward(answerStart, targets, losses);
     this.release(layers);
     for (let l = layers - 1; l >= 0; l--) {
       const kept = this.kept[l];
@@ -312,8 +318,10 @@ class InfluencePass {
       this.release(l);
       if (kept !== undefined) this.releaseActivations(l, kept);
     }
+    let total = 0;
+    for (const value of b.toHost(losses) as Float32Array) total += value;
     return {
-      loss,
+      loss: total / answers,
       influence: b.toHost(this.influence) as Float32Array,
       blocks: this.blocks,
       keptLayers: this.keptLayers,
@@ -400,9 +408,9 @@ class InfluencePass {
 
   /**
    * Final norm, lm_head on the answer rows, mean cross-entropy; leaves dL/d(final hidden state) in dx (zero on
-   * rows that predict no answer token) and returns the loss.
+   * rows that predict no answer token) and each answer token's cross-entropy in `losses`.
    */
-  private lossBackward(ids: Int32Array, answerStart: number): number {
+  private lossBackward(answerStart: number, targets: Tensor, losses: Tensor): void {
     const b = this.b;
     const weights = this.model.weights;
     const eps = this.model.config.rmsNormEps;
@@ -412,9 +420,6 @@ class InfluencePass {
     const chunk = Math.min(answers, ROW_CHUNK);
     const logits = b.empty("f32", [chunk, vocab]);
     const dLogits = b.empty("f32", [chunk, vocab]);
-    const losses = b.empty("f32", [chunk]);
-    const targets = b.empty("i32", [chunk]);
-    let total = 0;
     try {
       // Row p predicts token p + 1: rows answerStart − 1 … n − 2.
       for (let first = 0; first < answers; first += chunk) {
@@ -424,21 +429,18 @@ class InfluencePass {
         const h = this.rows(this.h, 0, count);
         const rowLogits = this.rows(logits, 0, count);
         const rowGrads = this.rows(dLogits, 0, count);
-        const rowLosses = this.rows(losses, 0, count);
-        const rowTargets = this.rows(targets, 0, count);
-        b.write(rowTargets, ids.subarray(row + 1, row + 1 + count));
+        const rowLosses = this.rows(losses, first, count);
+        const rowTargets = this.rows(targets, first, count);
         b.rmsNorm(h, x, weights.norm, eps);
         b.matmul(rowLogits, h, weights.lmHead, undefined, true);
         b.crossEntropy(rowLosses, rowGrads, rowLogits, rowTargets, 1 / answers);
-        for (const value of b.toHost(rowLosses) as Float32Array) total += value;
         const dh = this.rows(this.dh, 0, count);
         b.matmulBackward(dh, rowGrads, weights.lmHead);
         b.rmsNormBackward(this.rows(this.dx, row, count), dh, x, weights.norm, eps);
       }
     } finally {
-      for (const t of [logits, dLogits, losses, targets]) b.free(t);
+      for (const t of [logits, dLogits]) b.free(t);
     }
-    return total / answers;
   }
 
   /** dx (the gradient at the layer's output) becomes the gradient at xMid: dx += dL/dxMid through the MLP. */
