@@ -481,6 +481,7 @@ __global__ void __launch_bounds__(kThreads, 1) queryKernel(Params p) {
     productNT<D, SPLIT, HALF>(dp, dOTile, dOTile + kT, vt0, vt0 + kT, warp, lane);
 
     float sumE = 0.0f;
+    const bool diagonal = kt == task.tile;  // only there can a key lie after the row
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
 #pragma unroll
@@ -488,13 +489,15 @@ __global__ void __launch_bounds__(kThreads, 1) queryKernel(Params p) {
         const bool first = c < 2;
         const int row = first ? rowA : rowB;
         const int key = k0 + 8 * j + 2 * (lane % 4) + (c & 1);
-        const float prob =
-            key <= row ? exp2f(s[j][c] * scoreScale - (first ? maxA : maxB)) * (first ? invA : invB) : 0.0f;
+        const float prob = !diagonal || key <= row
+                               ? exp2f(s[j][c] * scoreScale - (first ? maxA : maxB)) * (first ? invA : invB)
+                               : 0.0f;
         const float grad = dp[j][c] * gradScale;
         const float ds = prob * (grad - (first ? deltaA : deltaB));
         if (prob <= 0.5f) {
           // 1 − P is well conditioned; row 0 holds only its dominant entry.
-          if (row > 0) sumE += fabsf(ds) / (1.0f - prob + kEps);
+          // The divisor lies in [1/2, 1 + eps]: the fast reciprocal is within 2 ulp there.
+          if (row > 0) sumE += __fdividef(fabsf(ds), 1.0f - prob + kEps);
           if (first) {
             restA += prob;
             restGradA += prob * grad;
@@ -654,9 +657,9 @@ __global__ void __launch_bounds__(kThreads, 1) keyKernel(Params p) {
       for (int c = 0; c < 4; ++c) {
         const int column = 8 * j + 2 * (lane % 4) + (c & 1);
         const int key = c < 2 ? keyA : keyB;
-        const float prob = q0 + column >= key ? exp2f(s[j][c] * scoreScale - colMax[stageIndex][column]) *
-                                                    colInv[stageIndex][column]
-                                              : 0.0f;
+        const float prob = item > 0 || q0 + column >= key
+                               ? exp2f(s[j][c] * scoreScale - colMax[stageIndex][column]) * colInv[stageIndex][column]
+                               : 0.0f;
         dp[j][c] = prob * (dp[j][c] * gradScale - colDelta[stageIndex][column]) * dsScale;
         s[j][c] = prob;
       }
