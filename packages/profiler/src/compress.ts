@@ -116,6 +116,8 @@ export interface CompressOptions {
   profile?: { profile: MoaProfile; extras: ProfileExtras; source: string };
   /** The backward pass (default: @moa/runtime's `profileInfluence`). */
   influence?: InfluenceFn;
+  /** Layers that keep their activations while profiling (ProfileOptions.keepLayers; default: as memory allows). */
+  keepLayers?: number;
   onProgress?: (event: CompressProgress) => void;
 }
 
@@ -334,6 +336,7 @@ export async function compressModel(dir: string, options: CompressOptions): Prom
         ...(options.chat === undefined ? {} : { chat: options.chat }),
         ...(options.stateDir === undefined ? {} : { stateDir: options.stateDir }),
         ...(options.influence === undefined ? {} : { influence: options.influence }),
+        ...(options.keepLayers === undefined ? {} : { keepLayers: options.keepLayers }),
         onProgress: (progress) => options.onProgress?.({ phase: "profile", progress }),
       });
     }

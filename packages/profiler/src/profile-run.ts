@@ -23,6 +23,7 @@ export type InfluenceFn = (
   model: Model,
   ids: readonly number[],
   answerStart: number,
+  options?: { keepLayers?: number },
 ) => { loss: number; influence: Float32Array };
 
 /** Defaults of a profiling run. */
@@ -49,6 +50,11 @@ export interface ProfileOptions {
   onProgress?: (event: ProfileProgress) => void;
   /** The backward pass (default: @moa/runtime's `profileInfluence`). */
   influence?: InfluenceFn;
+  /**
+   * At most this many layers keep their forward activations for the backward (default: as many as the device's
+   * free memory holds; 0: every layer recomputed, the least memory). The profile is the same either way.
+   */
+  keepLayers?: number;
 }
 
 export interface ProfileProgress {
@@ -207,7 +213,12 @@ export async function profileModel(model: Model, options: ProfileOptions): Promi
         answerTokens,
         seedName: `${seed}/profile/${n}/${index}`,
       });
-      const { loss, influence } = backward(model, sample.ids, sample.answerStart);
+      const { loss, influence } = backward(
+        model,
+        sample.ids,
+        sample.answerStart,
+        options.keepLayers === undefined ? undefined : { keepLayers: options.keepLayers },
+      );
       if (influence.length !== acc.sum.length) {
         throw new MoaError(
           "E_PROFILE",

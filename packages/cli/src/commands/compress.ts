@@ -296,6 +296,7 @@ export const compressCommand: Command = {
         ...(settings.answerTokens === undefined ? {} : { answerTokens: settings.answerTokens }),
         ...(settings.chat === undefined ? {} : { chat: settings.chat }),
         ...(settings.backend === undefined ? {} : { backend: settings.backend }),
+        ...(settings.keepLayers === undefined ? {} : { keepLayers: settings.keepLayers }),
         ...(validationLength === undefined ? {} : { validationLength }),
         ...(validationSamples === undefined ? {} : { validationSamples }),
         ...(validationLengths === undefined ? {} : { validationLengths }),

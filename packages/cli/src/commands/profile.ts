@@ -38,6 +38,7 @@ export const CALIBRATION_OPTIONS: OptionSpec = {
   seed: { type: "string" },
   chat: { type: "string" },
   backend: { type: "string" },
+  "low-memory": { type: "boolean" },
 };
 
 export const CALIBRATION_FLAGS: ReadonlyArray<[string, string]> = [
@@ -57,6 +58,10 @@ export const CALIBRATION_FLAGS: ReadonlyArray<[string, string]> = [
   ["--seed <s>", "seed of the sample generators (default 0)"],
   ["--chat <mode>", "auto (default: the chat template when the checkpoint has one), on or off"],
   ["--backend <name>", "cpu or cuda (default: cuda when a GPU is present)"],
+  [
+    "--low-memory",
+    "recompute every layer's activations in the backward instead of keeping those that fit in free memory (less memory, slower; same profile)",
+  ],
 ];
 
 export interface CalibrationSettings {
@@ -67,6 +72,8 @@ export interface CalibrationSettings {
   chat: ChatMode | undefined;
   backend: "cpu" | "cuda" | undefined;
   source: CalibrationSource;
+  /** --low-memory: 0 (no layer keeps its activations); else undefined (as memory allows). */
+  keepLayers: number | undefined;
 }
 
 /** Reads the shared calibration flags; `--data` is read and validated here (errors name the line). */
@@ -96,6 +103,7 @@ export async function calibrationSettings(command: string, args: ParsedArgs): Pr
     chat: chat as ChatMode | undefined,
     backend: backend as "cpu" | "cuda" | undefined,
     source,
+    keepLayers: booleanFlag(args, "low-memory") ? 0 : undefined,
   };
 }
 
@@ -175,6 +183,7 @@ export const profileCommand: Command = {
               : { samplesPerLength: settings.samplesPerLength }),
             ...(settings.answerTokens === undefined ? {} : { answerTokens: settings.answerTokens }),
             ...(settings.chat === undefined ? {} : { chat: settings.chat }),
+            ...(settings.keepLayers === undefined ? {} : { keepLayers: settings.keepLayers }),
             onProgress: profileProgressPrinter(bar, stateDir),
           });
         } finally {
