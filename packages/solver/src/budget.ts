@@ -9,10 +9,15 @@ function gcd(a: number, b: number): number {
   return Math.abs(a);
 }
 
-/** Float32 copy that never exceeds `x`, so bounds built from it stay valid. */
-function floorToFloat32(x: number): number {
-  const f = Math.fround(x);
-  return f <= x ? f : Math.fround(x - Math.abs(x) * 2.4e-7);
+/** Float32 copy that never exceeds the values, so bounds built from it stay valid. */
+function toFloat32Below(values: Float64Array): Float32Array {
+  const out = new Float32Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const x = values[i]!;
+    const f = Math.fround(x);
+    out[i] = f <= x ? f : Math.fround(x - Math.abs(x) * 2.4e-7);
+  }
+  return out;
 }
 
 interface Level {
@@ -36,6 +41,8 @@ export class BudgetDp {
   private readonly st: Structure;
   private readonly levels: Level[][];
   private readonly forward: Float32Array[];
+  /** `reach[u]`: the last cell the units before u can reach (F_u is +∞ beyond it). */
+  private readonly reach: Int32Array;
   private readonly cells: number;
   private readonly loCell: number;
   private readonly step: number;
@@ -47,6 +54,7 @@ export class BudgetDp {
     k: number,
     levels: Level[][],
     forward: Float32Array[],
+    reach: Int32Array,
     cells: number,
     loCell: number,
     step: number,
@@ -58,6 +66,7 @@ export class BudgetDp {
     this.k = k;
     this.levels = levels;
     this.forward = forward;
+    this.reach = reach;
     this.cells = cells;
     this.loCell = loCell;
     this.step = step;
@@ -118,6 +127,7 @@ export class BudgetDp {
         k,
         levels,
         [],
+        new Int32Array(0),
         0,
         0,
         step,
@@ -134,6 +144,7 @@ export class BudgetDp {
         k,
         levels,
         [],
+        new Int32Array(0),
         0,
         0,
         step,
@@ -146,13 +157,15 @@ export class BudgetDp {
 
     // Forward: F_u[c] = least value of units < u using c steps above their minimum.
     const forward: Float32Array[] = [];
+    const reaches = new Int32Array(units + 1);
     const choice = new Uint16Array(units * cells);
     let current = new Float64Array(cells).fill(Number.POSITIVE_INFINITY);
     current[0] = 0;
-    forward.push(Float32Array.from(current, floorToFloat32));
+    forward.push(toFloat32Below(current));
     // Cells beyond the sum of the units' largest steps so far are unreachable.
     let reach = 0;
     for (let u = 0; u < units; u++) {
+      reaches[u] = reach;
       const next = new Float64Array(cells).fill(Number.POSITIVE_INFINITY);
       const list = levels[u]!;
       for (let li = 0; li < list.length; li++) {
@@ -169,8 +182,9 @@ export class BudgetDp {
       }
       reach = Math.min(cells - 1, reach + (list[list.length - 1]!.tokens - base[u]!) / step);
       current = next;
-      forward.push(Float32Array.from(current, floorToFloat32));
+      forward.push(toFloat32Below(current));
     }
+    reaches[units] = reach;
     let bound = Number.POSITIVE_INFINITY;
     let end = -1;
     for (let c = loCell; c < cells; c++) {
@@ -188,7 +202,7 @@ export class BudgetDp {
         c -= (levels[u]![li]!.tokens - base[u]!) / step;
       }
     }
-    return new BudgetDp(st, k, levels, forward, cells, loCell, step, base, bound, assign);
+    return new BudgetDp(st, k, levels, forward, reaches, cells, loCell, step, base, bound, assign);
   }
 
   /**
@@ -198,7 +212,7 @@ export class BudgetDp {
    * turn (a backward sweep), reusing one array.
    */
   limits(slack: number, visit: (u: number, limit: Float64Array) => void): void {
-    const { st, cells, step, levels, forward, base, loCell, k } = this;
+    const { st, cells, step, levels, forward, base, loCell, k, reach } = this;
     const { units, K } = st;
     const C = st.states!.count;
     const stateTokens = st.states!.tokens;
@@ -212,7 +226,8 @@ export class BudgetDp {
       for (const level of levels[u]!) {
         const shift = (level.tokens - base[u]!) / step;
         let best = Number.POSITIVE_INFINITY;
-        for (let c = 0; c + shift < cells; c++) {
+        const last = Math.min(reach[u]!, cells - 1 - shift);
+        for (let c = 0; c <= last; c++) {
           const v = F[c]! + back[c + shift]!;
           if (v < best) best = v;
         }
@@ -224,10 +239,12 @@ export class BudgetDp {
         if (r !== undefined) limit[s] = this.bound + slack - r;
       }
       visit(u, limit);
+      // Only cells the units before u can reach are ever read from `back` again.
       const next = new Float64Array(cells).fill(Number.POSITIVE_INFINITY);
       for (const level of levels[u]!) {
         const shift = (level.tokens - base[u]!) / step;
-        for (let c = 0; c + shift < cells; c++) {
+        const last = Math.min(reach[u]!, cells - 1 - shift);
+        for (let c = 0; c <= last; c++) {
           const v = level.value + back[c + shift]!;
           if (v < next[c]!) next[c] = v;
         }

@@ -180,16 +180,11 @@ export class UnitPricer {
     const { C, join, spu, back } = this;
     const R = this.st.R;
     const g = guarded.length;
-    const optimum = this.backward(u, opts, slotCost, capCost);
     // With `finalLimit`, the bound depends on the cap the choice ends in (the budget DP's
-    // fixing); partial choices are pruned by the loosest of them and finished ones by theirs.
-    let threshold = optimum + slack;
-    if (finalLimit !== undefined) {
-      threshold = Number.NEGATIVE_INFINITY;
-      for (let a = 0; a < this.listLen[spu]!; a++) {
-        threshold = Math.max(threshold, finalLimit[this.list[spu * C + a]!]!);
-      }
-    }
+    // fixing): the backward values then hold the least excess over that limit of any
+    // completion, so a partial choice survives only if some cap it can reach is in reach.
+    const optimum = this.backward(u, opts, slotCost, capCost, finalLimit);
+    const threshold = finalLimit === undefined ? optimum + slack : 0;
     interface Label {
       state: number;
       reduced: number;
@@ -276,8 +271,17 @@ export class UnitPricer {
     return true;
   }
 
-  /** Forward pass, then `back[i·C + state]` = least cost of slots i… plus the cap, from `state`. */
-  private backward(u: number, opts: SlotOptions, slotCost: Float64Array, capCost: Float64Array): number {
+  /**
+   * Forward pass, then `back[i·C + state]` = least cost of slots i… plus the cap, from `state`
+   * (less the final cap's limit, with `finalLimit`).
+   */
+  private backward(
+    u: number,
+    opts: SlotOptions,
+    slotCost: Float64Array,
+    capCost: Float64Array,
+    finalLimit?: Float64Array,
+  ): number {
     const { C, join, spu, val, list, listLen, back } = this;
     const R = this.st.R;
     const best = this.forward(u, opts, slotCost, capCost);
@@ -285,7 +289,7 @@ export class UnitPricer {
     const last = spu * C;
     for (let a = 0; a < listLen[spu]!; a++) {
       const state = list[last + a]!;
-      back[last + state] = capCost[state]!;
+      back[last + state] = capCost[state]! - (finalLimit === undefined ? 0 : finalLimit[state]!);
     }
     for (let i = spu - 1; i >= 0; i--) {
       const s = u * spu + i;

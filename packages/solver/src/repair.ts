@@ -165,9 +165,12 @@ export function repairPatterns(
         .filter((mv) => mv.cost >= 0)
         .sort((x, y) => x.cost - y.cost)
         .slice(0, PAIR_POOL);
+      // Both lists are sorted by cost, so once a pair gains too little every later one does.
       for (const a of gainers) {
+        if (payers.length === 0 || -(a.cost + payers[0]!.cost) <= bestGain) break;
         for (const b of payers) {
-          if (a.u === b.u || -(a.cost + b.cost) <= bestGain) continue;
+          if (-(a.cost + b.cost) <= bestGain) break;
+          if (a.u === b.u) continue;
           if (pairViolation(a, b) > 1e-12) continue;
           bestGain = -(a.cost + b.cost);
           best = [a, b];

@@ -743,10 +743,15 @@ export class MipSession {
           dp.limits(bestBound + limit - dpConstant - dp.bound, (u, finalLimit) => {
             collect(u, finalLimit, 0);
             if (tests.length > 0) core[u] = core[u]!.filter(passes);
+            // A canonical column order: HiGHS' path (and time) depends on it, the core's content does not.
+            core[u]!.sort(byRules);
           });
         } else {
           setCosts(bestY, bounds.weights);
-          for (let u = 0; u < units; u++) collect(u, undefined, bestBound + limit - lagrangianBound);
+          for (let u = 0; u < units; u++) {
+            collect(u, undefined, bestBound + limit - lagrangianBound);
+            core[u]!.sort(byRules);
+          }
         }
         if (room >= 0) {
           res = solvePatternMip(this.highs, st, core, bounds, {
@@ -754,6 +759,7 @@ export class MipSession {
             timeLimit: this.remaining(options.deadline),
             maxNodes: options.proofNodes,
             start: best?.assign,
+            restarts: false,
           });
         } else if (!masterMipRun) {
           // The narrow core is too large already: look for a better plan on the master's
@@ -809,6 +815,15 @@ export class MipSession {
       span = Math.max(span * 2, best.z - bestBound - 0.5 * options.relGap * Math.abs(best.z));
     }
   }
+}
+
+/** Lexicographic order of two patterns' rules. */
+function byRules(a: Pattern, b: Pattern): number {
+  for (let i = 0; i < a.rules.length; i++) {
+    const d = a.rules[i]! - b.rules[i]!;
+    if (d !== 0) return d;
+  }
+  return 0;
 }
 
 export function relativeGap(objective: number, bound: number): number {
