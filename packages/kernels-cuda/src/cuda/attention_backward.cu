@@ -204,6 +204,20 @@ __host__ __device__ constexpr int tileChunks() {
   return kTile * D / 8;  // uint4 per bf16 tile
 }
 
+// Streamed key tiles in flight in the query-major pass: two (cp.async double buffering), except for fp16
+// operands of head dim 128, where one stage leaves 64 KiB of shared memory per CTA so three CTAs share an SM
+// (ncu: with two stages it ran 2 warps per scheduler, stalled on fixed-latency dependencies; at 168 registers it
+// spills ~100 bytes). The key-major pass keeps two stages: its dk and dv accumulators would spill a kilobyte.
+template <int D, bool HALF>
+__host__ __device__ constexpr int queryStages() {
+  return HALF && D == 128 ? 1 : 2;
+}
+
+template <int D, bool HALF>
+__host__ __device__ constexpr int queryCtasPerSm() {
+  return queryStages<D, HALF>() == 1 ? 3 : 1;
+}
+
 // Stages both bf16 halves of an fp32 operand (hi, and with SPLIT lo one tile further) like `stage`.
 template <int D, bool SPLIT, bool HALF>
 __device__ __forceinline__ void stageHalves(uint4* tile, const __nv_bfloat16* hi, const __nv_bfloat16* lo,
@@ -357,14 +371,15 @@ __global__ void __launch_bounds__(kThreads, 1) forwardKernel(Params p) {
 // ---- A: query-major backward (dq, D_i, influence) ----
 
 template <int D, bool SPLIT, bool HALF>
-__global__ void __launch_bounds__(kThreads, 1) queryKernel(Params p) {
+__global__ void __launch_bounds__(kThreads, (queryCtasPerSm<D, HALF>())) queryKernel(Params p) {
   constexpr int kT = tileChunks<D>();
   constexpr int kHalves = SPLIT ? 2 : 1;
+  constexpr int kStages = queryStages<D, HALF>();
   extern __shared__ uint4 shared[];
-  uint4* qTile = shared;                      // [halves]
-  uint4* dOTile = qTile + kHalves * kT;       // [halves]
-  uint4* kTiles = dOTile + kHalves * kT;      // [2 stages][halves]
-  uint4* vTiles = kTiles + 2 * kHalves * kT;  // [2 stages][halves]
+  uint4* qTile = shared;                            // [halves]
+  uint4* dOTile = qTile + kHalves * kT;             // [halves]
+  uint4* kTiles = dOTile + kHalves * kT;            // [stages][halves]
+  uint4* vTiles = kTiles + kStages * kHalves * kT;  // [stages][halves]
   __shared__ float rowMax[kTile];  // m · log2(e)
   __shared__ float rowInv[kTile];  // 1 / l
   __shared__ float rowDelta[kTile];
@@ -461,8 +476,8 @@ __global__ void __launch_bounds__(kThreads, 1) queryKernel(Params p) {
       influenceRow[kt - 1] = previous + ((sums[0] + sums[1]) + (sums[2] + sums[3]));
       previous = influenceRow[kt];
     }
-    const int stageIndex = kt & 1;
-    if (kt < task.tile) {
+    const int stageIndex = kStages == 2 ? kt & 1 : 0;
+    if (kStages == 2 && kt < task.tile) {
       stageKeys(stageIndex ^ 1, (kt + 1) * kTile);
       cpAsyncCommit();
     }
@@ -522,6 +537,11 @@ __global__ void __launch_bounds__(kThreads, 1) queryKernel(Params p) {
       if (lane == 0) warpE[kt & 1][warp] = sumE;
     }
     productNN<D, false, HALF>(dq, s, kt0, nullptr, lane);
+    if (kStages == 1 && kt < task.tile) {
+      __syncthreads();  // every warp is done with the tile before it is overwritten
+      stageKeys(0, (kt + 1) * kTile);
+      cpAsyncCommit();
+    }
   }
   __syncthreads();
 
@@ -578,11 +598,12 @@ template <int D, bool SPLIT, bool HALF>
 __global__ void __launch_bounds__(kThreads, 1) keyKernel(Params p) {
   constexpr int kT = tileChunks<D>();
   constexpr int kHalves = SPLIT ? 2 : 1;
+  constexpr int kStages = 2;
   extern __shared__ uint4 shared[];
-  uint4* kTile0 = shared;                        // [halves]
-  uint4* vTile0 = kTile0 + kHalves * kT;         // [halves]
-  uint4* qTiles = vTile0 + kHalves * kT;         // [2 stages][halves]
-  uint4* dOTiles = qTiles + 2 * kHalves * kT;    // [2 stages][halves]
+  uint4* kTile0 = shared;                             // [halves]
+  uint4* vTile0 = kTile0 + kHalves * kT;              // [halves]
+  uint4* qTiles = vTile0 + kHalves * kT;              // [stages][halves]
+  uint4* dOTiles = qTiles + kStages * kHalves * kT;   // [stages][halves]
   __shared__ float colMax[2][kTile];
   __shared__ float colInv[2][kTile];
   __shared__ float colDelta[2][kTile];
@@ -632,8 +653,8 @@ __global__ void __launch_bounds__(kThreads, 1) keyKernel(Params p) {
   for (int item = 0; item < items; ++item) {
     cpAsyncWaitAll();
     __syncthreads();
-    const int stageIndex = item & 1;
-    if (item + 1 < items) {
+    const int stageIndex = kStages == 2 ? item & 1 : 0;
+    if (kStages == 2 && item + 1 < items) {
       stageQueries(stageIndex ^ 1, item + 1);
       cpAsyncCommit();
     }
@@ -666,6 +687,11 @@ __global__ void __launch_bounds__(kThreads, 1) keyKernel(Params p) {
     }
     productNN<D, false, HALF>(dv, s, dt, nullptr, lane);
     productNN<D, false, HALF>(dk, dp, qt, nullptr, lane);
+    if (kStages == 1 && item + 1 < items) {
+      __syncthreads();  // every warp is done with the tiles and column statistics before they are overwritten
+      stageQueries(0, item + 1);
+      cpAsyncCommit();
+    }
   }
 
   const int64_t rowStride = static_cast<int64_t>(p.outHeads) * D;
@@ -706,10 +732,10 @@ __global__ void groupSumKernel(float* dk, float* dv, const float* partialK, cons
   }
 }
 
-// Dynamic shared memory of each kernel: bf16 tiles of 64 × D, halves × (fixed + 2 stages of streamed tiles).
+// Dynamic shared memory of each kernel: 16-bit tiles of 64 × D, halves × (fixed + stages × streamed tiles).
 template <int D>
-constexpr size_t sharedBytes(bool split, int fixedTiles, int streamedTiles) {
-  return static_cast<size_t>(split ? 2 : 1) * (fixedTiles + 2 * streamedTiles) * kTile * D * 2;
+constexpr size_t sharedBytes(bool split, int fixedTiles, int streamedTiles, int stages = 2) {
+  return static_cast<size_t>(split ? 2 : 1) * (fixedTiles + stages * streamedTiles) * kTile * D * 2;
 }
 
 template <typename Kernel>
@@ -935,6 +961,8 @@ void attentionBackward(float* dq, float* dk, float* dv, float* influence, const 
   keyParams.tasks = device + queryCount;
   const size_t sharedA64 = sharedBytes<64>(splitOperands, 2, 2);
   const size_t sharedA128 = sharedBytes<128>(splitOperands, 2, 2);
+  const size_t sharedQuery128 =
+      sharedBytes<128>(splitOperands, 2, 2, precision == BackwardPrecision::F16 ? queryStages<128, true>() : 2);
   if (dims.headDim == 64) {
     if (precision == BackwardPrecision::Split) {
       launch(queryKernel<64, true, false>, sharedA64, queryCtas, params, op, sizes);
@@ -951,7 +979,7 @@ void attentionBackward(float* dq, float* dk, float* dv, float* influence, const 
       launch(queryKernel<128, true, false>, sharedA128, queryCtas, params, op, sizes);
       launch(keyKernel<128, true, false>, sharedA128, keyCtas, keyParams, op, sizes);
     } else if (precision == BackwardPrecision::F16) {
-      launch(queryKernel<128, false, true>, sharedA128, queryCtas, params, op, sizes);
+      launch(queryKernel<128, false, true>, sharedQuery128, queryCtas, params, op, sizes);
       launch(keyKernel<128, false, true>, sharedA128, keyCtas, keyParams, op, sizes);
     } else {
       launch(queryKernel<128, false, false>, sharedA128, queryCtas, params, op, sizes);
