@@ -48,6 +48,7 @@ export class BudgetDp {
   private readonly step: number;
   private readonly base: Int32Array;
   private readonly k: number;
+  private rests: Map<number, number>[] | undefined;
 
   private constructor(
     st: Structure,
@@ -212,15 +213,32 @@ export class BudgetDp {
    * turn (a backward sweep), reusing one array.
    */
   limits(slack: number, visit: (u: number, limit: Float64Array) => void): void {
-    const { st, cells, step, levels, forward, base, loCell, k, reach } = this;
+    const { st, k } = this;
     const { units, K } = st;
     const C = st.states!.count;
     const stateTokens = st.states!.tokens;
+    // The backward sweep does not depend on the slack: later calls (wider cores) reuse it.
+    this.rests ??= this.sweep();
     const limit = new Float64Array(C);
+    for (let u = units - 1; u >= 0; u--) {
+      const rest = this.rests[u]!;
+      limit.fill(Number.NEGATIVE_INFINITY);
+      for (let s = 0; s < C; s++) {
+        const r = rest.get(stateTokens[s * K + k]!);
+        if (r !== undefined) limit[s] = this.bound + slack - r;
+      }
+      visit(u, limit);
+    }
+  }
+
+  /** Per unit, per cache size at row k: the least knapsack value of the other units. */
+  private sweep(): Map<number, number>[] {
+    const { st, cells, step, levels, forward, base, loCell, reach } = this;
+    const rests: Map<number, number>[] = new Array(st.units);
     // back[c] = least value of units > u given c steps used before them, ending in the window.
     let back = new Float64Array(cells).fill(Number.POSITIVE_INFINITY);
     for (let c = loCell; c < cells; c++) back[c] = 0;
-    for (let u = units - 1; u >= 0; u--) {
+    for (let u = st.units - 1; u >= 0; u--) {
       const F = forward[u]!;
       const rest = new Map<number, number>();
       for (const level of levels[u]!) {
@@ -233,12 +251,7 @@ export class BudgetDp {
         }
         rest.set(level.tokens, best);
       }
-      limit.fill(Number.NEGATIVE_INFINITY);
-      for (let s = 0; s < C; s++) {
-        const r = rest.get(stateTokens[s * K + k]!);
-        if (r !== undefined) limit[s] = this.bound + slack - r;
-      }
-      visit(u, limit);
+      rests[u] = rest;
       // Only cells the units before u can reach are ever read from `back` again.
       const next = new Float64Array(cells).fill(Number.POSITIVE_INFINITY);
       for (const level of levels[u]!) {
@@ -251,5 +264,6 @@ export class BudgetDp {
       }
       back = next;
     }
+    return rests;
   }
 }

@@ -40,15 +40,28 @@ export function repairPatterns(
     upper[K + j] = bounds.lossUpper[j]!;
     scale[K + j] = Number.isFinite(upper[K + j]!) ? 1 / Math.max(Math.abs(upper[K + j]!), 1e-12) : 0;
   }
-  const rowValue = (p: Pattern, i: number) => (i < K ? p.tokens[i]! / kvLengths[i]! : p.nloss[i - K]!);
-  const cost = (p: Pattern) => {
-    let c = 0;
-    for (let j = 0; j < m; j++) c += bounds.weights[j]! * p.nloss[j]!;
-    return c;
-  };
+  // Cost and row values of every candidate, computed once: unit u's candidate c at
+  // values[u][c·rows + i] (the moves below are evaluated many thousand times).
+  const costs: Float64Array[] = [];
+  const values: Float64Array[] = [];
   for (let u = 0; u < units; u++) {
-    const p = candidates[u]![pick[u]!]!;
-    for (let i = 0; i < rows; i++) activity[i]! += rowValue(p, i);
+    const list = candidates[u]!;
+    const cu = new Float64Array(list.length);
+    const vu = new Float64Array(list.length * rows);
+    list.forEach((p, c) => {
+      let z = 0;
+      for (let j = 0; j < m; j++) z += bounds.weights[j]! * p.nloss[j]!;
+      cu[c] = z;
+      for (let i = 0; i < rows; i++)
+        vu[c * rows + i] = i < K ? p.tokens[i]! / kvLengths[i]! : p.nloss[i - K]!;
+    });
+    costs.push(cu);
+    values.push(vu);
+  }
+  for (let u = 0; u < units; u++) {
+    const vu = values[u]!;
+    const at = pick[u]! * rows;
+    for (let i = 0; i < rows; i++) activity[i]! += vu[at + i]!;
   }
   const violationOf = (i: number, value: number) =>
     (Math.max(0, value - upper[i]!) + Math.max(0, lower[i]! - value)) * scale[i]!;
@@ -56,18 +69,22 @@ export function repairPatterns(
   for (let i = 0; i < rows; i++) violation += violationOf(i, activity[i]!);
 
   const apply = (u: number, c: number) => {
-    const from = candidates[u]![pick[u]!]!;
-    const to = candidates[u]![c]!;
+    const vu = values[u]!;
+    const from = pick[u]! * rows;
+    const to = c * rows;
     violation = 0;
     for (let i = 0; i < rows; i++) {
-      activity[i]! += rowValue(to, i) - rowValue(from, i);
+      activity[i]! += vu[to + i]! - vu[from + i]!;
       violation += violationOf(i, activity[i]!);
     }
     pick[u] = c;
   };
-  const violationAfter = (from: Pattern, to: Pattern) => {
+  const violationAfter = (u: number, c: number) => {
+    const vu = values[u]!;
+    const from = pick[u]! * rows;
+    const to = c * rows;
     let v = 0;
-    for (let i = 0; i < rows; i++) v += violationOf(i, activity[i]! + rowValue(to, i) - rowValue(from, i));
+    for (let i = 0; i < rows; i++) v += violationOf(i, activity[i]! + vu[to + i]! - vu[from + i]!);
     return v;
   };
 
@@ -81,28 +98,26 @@ export function repairPatterns(
   const moves = (): Move[] => {
     const out: Move[] = [];
     for (let u = 0; u < units; u++) {
-      const list = candidates[u]!;
-      const from = list[pick[u]!]!;
-      const base = cost(from);
-      for (let c = 0; c < list.length; c++) {
+      const cu = costs[u]!;
+      const base = cu[pick[u]!]!;
+      for (let c = 0; c < cu.length; c++) {
         if (c === pick[u]) continue;
-        out.push({ u, c, cost: cost(list[c]!) - base, violation: violationAfter(from, list[c]!) });
+        out.push({ u, c, cost: cu[c]! - base, violation: violationAfter(u, c) });
       }
     }
     return out;
   };
   /** Violation after two changes in different units. */
   const pairViolation = (a: Move, b: Move) => {
-    const fa = candidates[a.u]![pick[a.u]!]!;
-    const ta = candidates[a.u]![a.c]!;
-    const fb = candidates[b.u]![pick[b.u]!]!;
-    const tb = candidates[b.u]![b.c]!;
+    const va = values[a.u]!;
+    const vb = values[b.u]!;
+    const fa = pick[a.u]! * rows;
+    const ta = a.c * rows;
+    const fb = pick[b.u]! * rows;
+    const tb = b.c * rows;
     let v = 0;
     for (let i = 0; i < rows; i++) {
-      v += violationOf(
-        i,
-        activity[i]! + rowValue(ta, i) - rowValue(fa, i) + rowValue(tb, i) - rowValue(fb, i),
-      );
+      v += violationOf(i, activity[i]! + va[ta + i]! - va[fa + i]! + vb[tb + i]! - vb[fb + i]!);
     }
     return v;
   };
