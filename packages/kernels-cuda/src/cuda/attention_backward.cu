@@ -215,7 +215,13 @@ __host__ __device__ constexpr int queryStages() {
 
 template <int D, bool HALF>
 __host__ __device__ constexpr int queryCtasPerSm() {
-  return queryStages<D, HALF>() == 1 ? 3 : 1;
+  return HALF ? 3 : 1;
+}
+
+// Head dim 64 with fp16 operands: 48 KiB of shared memory, so registers alone decide; three CTAs per SM.
+template <int D, bool HALF>
+__host__ __device__ constexpr int keyCtasPerSm() {
+  return HALF && D == 64 ? 3 : 1;
 }
 
 // Stages both bf16 halves of an fp32 operand (hi, and with SPLIT lo one tile further) like `stage`.
@@ -595,7 +601,7 @@ __global__ void __launch_bounds__(kThreads, (queryCtasPerSm<D, HALF>())) queryKe
 // ---- B: key-major backward (dk, dv) ----
 
 template <int D, bool SPLIT, bool HALF>
-__global__ void __launch_bounds__(kThreads, 1) keyKernel(Params p) {
+__global__ void __launch_bounds__(kThreads, (keyCtasPerSm<D, HALF>())) keyKernel(Params p) {
   constexpr int kT = tileChunks<D>();
   constexpr int kHalves = SPLIT ? 2 : 1;
   constexpr int kStages = 2;
