@@ -80,54 +80,57 @@ __device__ __forceinline__ float scaleFor(unsigned bits) {
   return ldexpf(1.0f, shift);
 }
 
-__global__ void maxKernel(Jobs jobs) {
-  const int j = blockIdx.x / jobs.blocksPerJob;
-  const HalfJob& job = jobs.job[j];
+// This thread's elements of a job: groups of eight (`group(first, values)`) where the job is aligned for
+// them, then one at a time (`one(index, value)`), grid-stride over the job's blocks.
+template <typename Group, typename One>
+__device__ __forceinline__ void walk(const Jobs& jobs, const HalfJob& job, Group group, One one) {
   const int64_t thread = (blockIdx.x % jobs.blocksPerJob) * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t threads = static_cast<int64_t>(jobs.blocksPerJob) * blockDim.x;
-  // The bits of |x|: NaN > inf > every finite value, so a NaN or inf tensor keeps s = 1 and passes through.
-  unsigned m = 0;
   int64_t tail = 0;
   if (vectorised(job)) {
     const int64_t groups = job.count / 8;
     for (int64_t g = thread; g < groups; g += threads) {
       float v[8];
       load8(job, g * 8, v);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) m = max(m, __float_as_uint(fabsf(v[e])));
+      group(g * 8, v);
     }
     tail = groups * 8;
   }
-  for (int64_t i = tail + thread; i < job.count; i += threads) m = max(m, __float_as_uint(fabsf(load(job, i))));
+  for (int64_t i = tail + thread; i < job.count; i += threads) one(i, load(job, i));
+}
+
+__global__ void maxKernel(Jobs jobs) {
+  const int j = blockIdx.x / jobs.blocksPerJob;
+  // The bits of |x|: NaN > inf > every finite value, so a NaN or inf tensor keeps s = 1 and passes through.
+  unsigned m = 0;
+  walk(
+      jobs, jobs.job[j],
+      [&](int64_t, const float (&v)[8]) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) m = max(m, __float_as_uint(fabsf(v[e])));
+      },
+      [&](int64_t, float value) { m = max(m, __float_as_uint(fabsf(value))); });
   for (int offset = 16; offset > 0; offset >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, offset));
   if (threadIdx.x % 32 == 0 && m > 0) atomicMax(jobs.maxBits + j, m);
 }
 
 __global__ void copyKernel(Jobs jobs) {
   const int j = blockIdx.x / jobs.blocksPerJob;
-  const HalfJob& job = jobs.job[j];
   const float s = scaleFor(jobs.maxBits[j]);
-  const int64_t thread = (blockIdx.x % jobs.blocksPerJob) * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  const int64_t threads = static_cast<int64_t>(jobs.blocksPerJob) * blockDim.x;
-  auto* dst = static_cast<__half*>(job.dst);
-  int64_t tail = 0;
-  if (vectorised(job)) {
-    const int64_t groups = job.count / 8;
-    for (int64_t g = thread; g < groups; g += threads) {
-      float v[8];
-      load8(job, g * 8, v);
-      uint4 out;
-      uint32_t* words = reinterpret_cast<uint32_t*>(&out);
+  auto* dst = static_cast<__half*>(jobs.job[j].dst);
+  walk(
+      jobs, jobs.job[j],
+      [&](int64_t first, const float (&v)[8]) {
+        uint4 out;
+        uint32_t* words = reinterpret_cast<uint32_t*>(&out);
 #pragma unroll
-      for (int w = 0; w < 4; ++w) {
-        const __half2 pair = __floats2half2_rn(v[2 * w] * s, v[2 * w + 1] * s);
-        words[w] = *reinterpret_cast<const uint32_t*>(&pair);
-      }
-      *reinterpret_cast<uint4*>(dst + g * 8) = out;
-    }
-    tail = groups * 8;
-  }
-  for (int64_t i = tail + thread; i < job.count; i += threads) dst[i] = __float2half_rn(load(job, i) * s);
+        for (int w = 0; w < 4; ++w) {
+          const __half2 pair = __floats2half2_rn(v[2 * w] * s, v[2 * w + 1] * s);
+          words[w] = *reinterpret_cast<const uint32_t*>(&pair);
+        }
+        *reinterpret_cast<uint4*>(dst + first) = out;
+      },
+      [&](int64_t i, float value) { dst[i] = __float2half_rn(value * s); });
   if (blockIdx.x % jobs.blocksPerJob == 0 && threadIdx.x == 0) {
     jobs.scales[j] = s;
     if (j == 0 && jobs.alphaBeta != nullptr) {
@@ -165,6 +168,16 @@ HalfScales toScaledHalves(const HalfJob* list, int count, float gemmBeta, const 
   copyKernel<<<grid, kThreads>>>(jobs);
   checkLaunch(op, "scaling to f16, " + sizes);
   return {jobs.scales, jobs.alphaBeta};
+}
+
+HalfGemmOperands scaledGemmOperands(const float* x, int64_t xCount, const void* w, bool halfWeight, int64_t wCount,
+                                    float beta, const std::string& op, const std::string& sizes) {
+  const int64_t xSlots = (xCount + 7) / 8 * 8;  // keeps the weight's copy 16-byte aligned
+  auto* xHalf = static_cast<__half*>(scratch(ScratchSlot::Half, static_cast<size_t>(xSlots + wCount) * 2, op));
+  __half* wHalf = xHalf + xSlots;
+  const HalfJob jobs[2] = {{x, xHalf, xCount, SourceType::F32},
+                           {w, wHalf, wCount, halfWeight ? SourceType::F16 : SourceType::BF16}};
+  return {xHalf, wHalf, toScaledHalves(jobs, 2, beta, op, sizes).alphaBeta};
 }
 
 }  // namespace moa::cuda

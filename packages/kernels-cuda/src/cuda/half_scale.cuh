@@ -31,4 +31,15 @@ struct HalfScales {
 HalfScales toScaledHalves(const HalfJob* jobs, int count, float gemmBeta, const std::string& op,
                           const std::string& sizes);
 
+// The operands of one GEMM against a 16-bit weight (bf16 or f16, `halfWeight` true for f16): an fp32 activation of
+// `xCount` elements and the weight of `wCount`, as scaled fp16 copies in the Half scratch buffer, with
+// alpha = 1 / (s_x · s_w) and beta on the device.
+struct HalfGemmOperands {
+  const void* x;
+  const void* w;
+  const float* alphaBeta;
+};
+HalfGemmOperands scaledGemmOperands(const float* x, int64_t xCount, const void* w, bool halfWeight, int64_t wCount,
+                                    float beta, const std::string& op, const std::string& sizes);
+
 }  // namespace moa::cuda

@@ -282,13 +282,8 @@ void matmul(float* out, const float* x, const void* w, DType wType, const void* 
 
   if (exact && (wType == DType::BF16 || wType == DType::F16) && backwardPrecision() == BackwardPrecision::F16) {
     // Both operands as scaled fp16 (half_scale.cuh): one GEMM, alpha = 1 / (s_x · s_w) on the device.
-    const int64_t xCount = (m * k + 7) / 8 * 8;  // keeps w's copy 16-byte aligned
-    auto* xHalf = static_cast<__half*>(scratch(ScratchSlot::Half, static_cast<size_t>(xCount + n * k) * 2, op));
-    __half* wHalf = xHalf + xCount;
-    const HalfJob jobs[2] = {{x, xHalf, m * k, SourceType::F32},
-                             {w, wHalf, n * k, wType == DType::BF16 ? SourceType::BF16 : SourceType::F16}};
-    const HalfScales scales = toScaledHalves(jobs, 2, beta, op, sizes);
-    gemmScaledHalf(op, sizes, true, n, m, k, wHalf, k, xHalf, k, scales.alphaBeta, out, n);
+    const HalfGemmOperands h = scaledGemmOperands(x, m * k, w, wType == DType::F16, n * k, beta, op, sizes);
+    gemmScaledHalf(op, sizes, true, n, m, k, h.w, k, h.x, k, h.alphaBeta, out, n);
     return;
   }
   if (exact && wType == DType::BF16) {

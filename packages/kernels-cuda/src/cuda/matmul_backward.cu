@@ -37,13 +37,8 @@ void matmulBackward(float* dx, const float* dy, const void* w, DType wType, int6
   const float beta = accumulate ? 1.0f : 0.0f;
   const BackwardPrecision precision = backwardPrecision();
   if ((wType == DType::BF16 || wType == DType::F16) && precision == BackwardPrecision::F16) {
-    const int64_t dyCount = (m * n + 7) / 8 * 8;
-    auto* dyHalf = static_cast<__half*>(scratch(ScratchSlot::Half, static_cast<size_t>(dyCount + n * k) * 2, op));
-    __half* wHalf = dyHalf + dyCount;
-    const HalfJob jobs[2] = {{dy, dyHalf, m * n, SourceType::F32},
-                             {w, wHalf, n * k, wType == DType::BF16 ? SourceType::BF16 : SourceType::F16}};
-    const HalfScales scales = toScaledHalves(jobs, 2, beta, op, sizes);
-    gemmScaledHalf(op, sizes, false, k, m, n, wHalf, k, dyHalf, n, scales.alphaBeta, dx, k);
+    const HalfGemmOperands h = scaledGemmOperands(dy, m * n, w, wType == DType::F16, n * k, beta, op, sizes);
+    gemmScaledHalf(op, sizes, false, k, m, n, h.w, k, h.x, n, h.alphaBeta, dx, k);
     return;
   }
   if (wType == DType::BF16) {
