@@ -134,7 +134,7 @@ __global__ void copyKernel(Jobs jobs) {
   if (blockIdx.x % jobs.blocksPerJob == 0 && threadIdx.x == 0) {
     jobs.scales[j] = s;
     if (j == 0 && jobs.alphaBeta != nullptr) {
-      jobs.alphaBeta[0] = 1.0f / (s * scaleFor(jobs.maxBits[1]));
+      jobs.alphaBeta[0] = 1.0f / (s * scaleFor(jobs.maxBits[1]));  // with one job: maxBits[1] = 0, scale 1
       jobs.alphaBeta[1] = jobs.beta;
     }
   }
@@ -173,10 +173,16 @@ HalfScales toScaledHalves(const HalfJob* list, int count, float gemmBeta, const 
 HalfGemmOperands scaledGemmOperands(const float* x, int64_t xCount, const void* w, bool halfWeight, int64_t wCount,
                                     float beta, const std::string& op, const std::string& sizes) {
   const int64_t xSlots = (xCount + 7) / 8 * 8;  // keeps the weight's copy 16-byte aligned
-  auto* xHalf = static_cast<__half*>(scratch(ScratchSlot::Half, static_cast<size_t>(xSlots + wCount) * 2, op));
+  auto* xHalf = static_cast<__half*>(
+      scratch(ScratchSlot::Half, static_cast<size_t>(xSlots + (halfWeight ? 0 : wCount)) * 2, op));
+  if (halfWeight) {
+    // An f16 weight is used as it is (s_w = 1: the second maximum stays 0, whose scale is 1): its values are
+    // already the checkpoint's, so a copy would only cost a pass over it.
+    const HalfJob jobs[1] = {{x, xHalf, xCount, SourceType::F32}};
+    return {xHalf, w, toScaledHalves(jobs, 1, beta, op, sizes).alphaBeta};
+  }
   __half* wHalf = xHalf + xSlots;
-  const HalfJob jobs[2] = {{x, xHalf, xCount, SourceType::F32},
-                           {w, wHalf, wCount, halfWeight ? SourceType::F16 : SourceType::BF16}};
+  const HalfJob jobs[2] = {{x, xHalf, xCount, SourceType::F32}, {w, wHalf, wCount, SourceType::BF16}};
   return {xHalf, wHalf, toScaledHalves(jobs, 2, beta, op, sizes).alphaBeta};
 }
 

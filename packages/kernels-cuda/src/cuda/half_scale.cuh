@@ -32,8 +32,8 @@ HalfScales toScaledHalves(const HalfJob* jobs, int count, float gemmBeta, const 
                           const std::string& sizes);
 
 // The operands of one GEMM against a 16-bit weight (bf16 or f16, `halfWeight` true for f16): an fp32 activation of
-// `xCount` elements and the weight of `wCount`, as scaled fp16 copies in the Half scratch buffer, with
-// alpha = 1 / (s_x · s_w) and beta on the device.
+// `xCount` elements as a scaled fp16 copy in the Half scratch buffer, a bf16 weight of `wCount` too (an f16 weight
+// is used as it is, s_w = 1), with alpha = 1 / (s_x · s_w) and beta on the device.
 struct HalfGemmOperands {
   const void* x;
   const void* w;
