@@ -256,14 +256,8 @@ function runtimeRunner(model: Model, kvDensity: number): MethodRunner {
       }
     },
     nll(windows) {
-      const vocab = model.config.vocabSize;
       let sum = 0;
-      for (const window of windows) {
-        const logits = model.logits(window);
-        for (let p = 0; p + 1 < window.length; p++) {
-          sum += negativeLogLikelihood(logits.subarray(p * vocab, (p + 1) * vocab), window[p + 1]!);
-        }
-      }
+      for (const window of windows) for (const value of model.nll(window)) sum += value;
       return sum;
     },
   };

@@ -48,21 +48,14 @@ export async function buildValidationSet(
 /**
  * Mean cross-entropy (nats) over the answer tokens of all samples pooled, under the model's own attention
  * (dense, or its plan's block masks). Logit row `p` predicts token `p + 1`, so answer token `t` is scored by row
- * `t − 1`; log-softmax in float64.
+ * `t − 1`; the log-softmax runs on the backend (`Model.nll`, sums in double), only the answer rows.
  */
 export function answerLoss(model: Model, samples: readonly CalibrationSample[]): number {
-  const vocab = model.config.vocabSize;
   let sum = 0;
   let count = 0;
   for (const sample of samples) {
-    const logits = model.logits(sample.ids);
-    for (let t = sample.answerStart; t < sample.length; t++) {
-      const row = logits.subarray((t - 1) * vocab, t * vocab);
-      let max = Number.NEGATIVE_INFINITY;
-      for (let v = 0; v < vocab; v++) if (row[v]! > max) max = row[v]!;
-      let z = 0;
-      for (let v = 0; v < vocab; v++) z += Math.exp(row[v]! - max);
-      sum += max + Math.log(z) - row[sample.ids[t]!]!;
+    for (const value of model.nll(sample.ids, { from: sample.answerStart - 1 })) {
+      sum += value;
       count++;
     }
   }

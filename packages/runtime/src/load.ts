@@ -95,6 +95,20 @@ export class Model {
     }
   }
 
+  /**
+   * Negative log-likelihood of each next token of `tokens` from position `from` on (default 0), from one prefill
+   * in a temporary cache slot: `nll[p − from] = −log p(tokens[p + 1] | tokens[0..p])`. The log-softmax runs on
+   * the backend, so the n × vocab logits never reach the host. With a plan, `maskMode` as in `logits`.
+   */
+  nll(tokens: ArrayLike<number>, options: { from?: number; maskMode?: MaskMode } = {}): Float64Array {
+    const slot = this.cache.allocateSlot();
+    try {
+      return this.transformer.prefillNll({ slot, tokens }, options.from ?? 0, options.maskMode ?? "block");
+    } finally {
+      this.cache.releaseSlot(slot);
+    }
+  }
+
   /** Bytes of the KV cache (all slots), exactly as allocated. */
   cacheBytes(): number {
     return this.cache.cacheBytes();

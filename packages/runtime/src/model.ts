@@ -279,6 +279,82 @@ export class TransformerModel {
   prefill(sequences: readonly PrefillSequence[], options: PrefillOptions = {}): Float32Array[] {
     this.checkAlive();
     if (sequences.length === 0) return [];
+    const { v, cuSeqlens, total } = this.forwardPrefill(sequences, options.maskMode);
+    const b = this.backend;
+    if (options.logits === "all") {
+      // lm_head in chunks of rows, so the backend never holds more than LOGIT_CHUNK × vocab logits at once.
+      const vocab = this.config.vocabSize;
+      const host = new Float32Array(total * vocab);
+      for (let start = 0; start < total; start += LOGIT_CHUNK) {
+        const count = Math.min(LOGIT_CHUNK, total - start);
+        const logits = this.logitRows(count);
+        b.matmul(logits, b.rows(v.h, start, count), this.weights.lmHead);
+        host.set(b.toHost(logits) as Float32Array, start * vocab);
+      }
+      return sequences.map((_, i) => host.subarray(cuSeqlens[i]! * vocab, cuSeqlens[i + 1]! * vocab));
+    }
+    const logits = this.logitRows(1);
+    return sequences.map((_, i) => {
+      b.matmul(logits, b.rows(v.h, cuSeqlens[i + 1]! - 1, 1), this.weights.lmHead);
+      return b.toHost(logits) as Float32Array;
+    });
+  }
+
+  /**
+   * Prefills one sequence (an empty slot, as `prefill`) and returns the negative log-likelihood of each next
+   * token from row `from` on: `nll[p − from] = −log p(tokens[p + 1] | tokens[0..p])` for p in [from, n − 1).
+   * The log-softmax runs on the backend (crossEntropy, sums in double) in chunks of rows, so only these n − 1 −
+   * from numbers reach the host, never the n × vocab logits (4 GiB for 8k tokens of a 128k vocabulary).
+   */
+  prefillNll(sequence: PrefillSequence, from: number, maskMode?: MaskMode): Float64Array {
+    this.checkAlive();
+    const n = sequence.tokens.length;
+    if (!Number.isInteger(from) || from < 0 || from > Math.max(0, n - 1)) {
+      throw new MoaError(
+        "E_ARGUMENT",
+        `prefillNll: from = ${from} must be an integer in [0, ${Math.max(0, n - 1)}]`,
+        {
+          source: "prefillNll",
+          field: "from",
+        },
+      );
+    }
+    const { v } = this.forwardPrefill([sequence], maskMode);
+    const b = this.backend;
+    const out = new Float64Array(n - 1 - from);
+    if (out.length === 0) return out;
+    const chunk = Math.min(LOGIT_CHUNK, out.length);
+    const logits = this.logitRows(chunk);
+    const vocab = this.config.vocabSize;
+    const dLogits = b.empty("f32", [chunk, vocab]);
+    const losses = b.empty("f32", [chunk]);
+    const targets = b.empty("i32", [chunk]);
+    try {
+      for (let first = 0; first < out.length; first += chunk) {
+        const count = Math.min(chunk, out.length - first);
+        const row = from + first;
+        const rowTargets = b.rows(targets, 0, count);
+        b.write(
+          rowTargets,
+          Int32Array.from({ length: count }, (_, i) => sequence.tokens[row + 1 + i]!),
+        );
+        const rowLogits = count === chunk ? logits : b.rows(logits, 0, count);
+        b.matmul(rowLogits, b.rows(v.h, row, count), this.weights.lmHead);
+        const rowLosses = b.rows(losses, 0, count);
+        b.crossEntropy(rowLosses, b.rows(dLogits, 0, count), rowLogits, rowTargets, 0);
+        out.set(b.toHost(rowLosses) as Float32Array, first);
+      }
+    } finally {
+      for (const t of [dLogits, losses, targets]) b.free(t);
+    }
+    return out;
+  }
+
+  /** Embedding, every layer (caching keys and values) and the final norm of a packed prefill; v.h holds it. */
+  private forwardPrefill(
+    sequences: readonly PrefillSequence[],
+    maskMode: MaskMode | undefined,
+  ): { v: Views; cuSeqlens: Int32Array; total: number } {
     const cache = this.cache;
     const cuSeqlens = new Int32Array(sequences.length + 1);
     const seen = new Set<number>();
@@ -318,7 +394,7 @@ export class TransformerModel {
     b.write(v.ids, ids);
     b.write(v.positions, positions);
     b.embedding(v.x, v.ids, this.weights.embed);
-    const masks = options.maskMode === "window" ? this.windowMasks : this.blockMasks;
+    const masks = maskMode === "window" ? this.windowMasks : this.blockMasks;
     const appendRuns = this.appendRuns(cuSeqlens);
     this.layers(v, (l, views) => {
       const layerCache = cache.layers[l]!;
@@ -336,24 +412,7 @@ export class TransformerModel {
       b.attentionPrefill(views.attn, views.q, views.k, views.v, cuSeqlens, this.scale, masks?.[l]);
     });
     for (const seq of sequences) cache.setLength(seq.slot, seq.tokens.length);
-
-    if (options.logits === "all") {
-      // lm_head in chunks of rows, so the backend never holds more than LOGIT_CHUNK × vocab logits at once.
-      const vocab = this.config.vocabSize;
-      const host = new Float32Array(total * vocab);
-      for (let start = 0; start < total; start += LOGIT_CHUNK) {
-        const count = Math.min(LOGIT_CHUNK, total - start);
-        const logits = this.logitRows(count);
-        b.matmul(logits, b.rows(v.h, start, count), this.weights.lmHead);
-        host.set(b.toHost(logits) as Float32Array, start * vocab);
-      }
-      return sequences.map((_, i) => host.subarray(cuSeqlens[i]! * vocab, cuSeqlens[i + 1]! * vocab));
-    }
-    const logits = this.logitRows(1);
-    return sequences.map((_, i) => {
-      b.matmul(logits, b.rows(v.h, cuSeqlens[i + 1]! - 1, 1), this.weights.lmHead);
-      return b.toHost(logits) as Float32Array;
-    });
+    return { v, cuSeqlens, total };
   }
 
   /**

@@ -34,7 +34,8 @@ describe.each(MODEL_NAMES)("%s matches transformers", (name) => {
   let slot: number;
 
   beforeAll(async () => {
-    model = await loadModel(fixtureDir(name), { backend: "cpu" });
+    // Two slots: one keeps the prefill below for the greedy decode, Model.nll takes the other.
+    model = await loadModel(fixtureDir(name), { backend: "cpu", slots: 2 });
     vocab = model.config.vocabSize;
     // One prefill serves every check: logits at all positions, and the cache the greedy decode continues from.
     slot = model.cache.allocateSlot();
@@ -51,6 +52,19 @@ describe.each(MODEL_NAMES)("%s matches transformers", (name) => {
     }
     expect(vectors.nll.length).toBe(vectors.input_ids.length - 1);
     expect(worst).toBeLessThan(TOLERANCE);
+  });
+
+  it("Model.nll (log-softmax on the backend, only the rows asked for) gives the same NLL within 1e-4", () => {
+    const all = model.nll(vectors.input_ids);
+    expect(all.length).toBe(vectors.nll.length);
+    let worst = 0;
+    for (let p = 0; p < all.length; p++) worst = Math.max(worst, Math.abs(all[p]! - vectors.nll[p]!));
+    expect(worst).toBeLessThan(TOLERANCE);
+    const from = vectors.input_ids.length - 5;
+    const tail = model.nll(vectors.input_ids, { from });
+    expect(Array.from(tail)).toEqual(Array.from(all.subarray(from)));
+    expect(model.nll(vectors.input_ids, { from: vectors.input_ids.length - 1 }).length).toBe(0);
+    expect(() => model.nll(vectors.input_ids, { from: -1 })).toThrow(/from = -1 must be an integer/);
   });
 
   it("the reference logit rows within 1e-4", () => {

@@ -52,6 +52,8 @@ describe("fixtures on CUDA match transformers (bf16)", () => {
       try {
         assert.equal(model.backend.name, "cuda");
         const vocab = model.config.vocabSize;
+        // Model.nll: the same forward, the log-softmax on the GPU, only the NLLs copied back.
+        const onDevice = model.nll(vectors.input_ids);
         const slot = model.cache.allocateSlot();
         const [logits] = model.transformer.prefill([{ slot, tokens: vectors.input_ids }], {
           logits: "all",
@@ -59,9 +61,12 @@ describe("fixtures on CUDA match transformers (bf16)", () => {
         let total = 0;
         let worst = 0;
         let argmaxSame = 0;
+        let deviceWorst = 0;
         for (let p = 0; p < vectors.nll.length; p++) {
           const row = logits.subarray(p * vocab, (p + 1) * vocab);
-          const delta = Math.abs(nll(row, vectors.input_ids[p + 1]!) - vectors.nll[p]!);
+          const onHost = nll(row, vectors.input_ids[p + 1]!);
+          deviceWorst = Math.max(deviceWorst, Math.abs(onDevice[p]! - onHost));
+          const delta = Math.abs(onHost - vectors.nll[p]!);
           total += delta;
           worst = Math.max(worst, delta);
           if (argmaxOf(row) === vectors.argmax[p]) argmaxSame++;
@@ -76,9 +81,14 @@ describe("fixtures on CUDA match transformers (bf16)", () => {
         let same = 0;
         while (same < tokens.length && tokens[same] === vectors.greedy[same]) same++;
         summary.push(
-          `  ${name.padEnd(15)} mean |ΔNLL| ${mean.toExponential(2)}  max ${worst.toExponential(2)}  argmax ${argmaxSame}/${vectors.nll.length}  greedy ${same}/${vectors.greedy.length} identical`,
+          `  ${name.padEnd(15)} mean |ΔNLL| ${mean.toExponential(2)}  max ${worst.toExponential(2)}  argmax ${argmaxSame}/${vectors.nll.length}  greedy ${same}/${vectors.greedy.length} identical  Model.nll vs host ${deviceWorst.toExponential(2)}`,
         );
         assert.ok(mean < 2e-2, `${name}: mean |ΔNLL| = ${mean}`);
+        assert.equal(onDevice.length, vectors.nll.length);
+        assert.ok(
+          deviceWorst < 1e-4,
+          `${name}: Model.nll differs from the host log-softmax by ${deviceWorst}`,
+        );
         if (GREEDY_MODELS.has(name)) assert.deepEqual(tokens, vectors.greedy);
       } finally {
         model.dispose();
