@@ -100,6 +100,33 @@ struct Params {
   float scaleLog2;
 };
 
+// The factors that undo the operand scales of the fp16 copies (all 1 without HALF), in one place for the three
+// kernels: x = (q̂·k̂)/(s_q s_k) (folded into the softmax's log2 scale), dP = (dÔ·v̂)/(s_dO s_v), and the scale
+// dS goes to fp16 with, s_dO·s_v/(2^17·D), which bounds it by 2^14 (|dP − D| ≤ 2·D·max|dO|·max|v|).
+template <int D, bool HALF>
+struct OperandScales {
+  float score;     // multiplies q̂·k̂ into log2 units
+  float grad;      // multiplies dÔ·v̂ into dP
+  float ds;        // multiplies dS before its fp16 rounding
+  float invQ;      // 1/s_q, 1/s_k, 1/s_v, 1/s_dO
+  float invK;
+  float invV;
+  float invDO;
+  __device__ __forceinline__ explicit OperandScales(const Params& p) {
+    const float sq = HALF ? p.scales[0] : 1.0f;
+    const float sk = HALF ? p.scales[1] : 1.0f;
+    const float sv = HALF ? p.scales[2] : 1.0f;
+    const float sdo = HALF ? p.scales[3] : 1.0f;
+    score = p.scaleLog2 / (sq * sk);
+    grad = 1.0f / (sdo * sv);
+    ds = HALF ? sdo * sv * (1.0f / (131072.0f * D)) : 1.0f;
+    invQ = 1.0f / sq;
+    invK = 1.0f / sk;
+    invV = 1.0f / sv;
+    invDO = 1.0f / sdo;
+  }
+};
+
 // Stages rows [row0, row0 + 64) (sequence-relative; rows ≥ n are zero) of head `head` of a bf16 [T, heads, D]
 // tensor into a swizzled tile.
 template <int D>
@@ -263,9 +290,10 @@ __global__ void __launch_bounds__(kThreads, 1) forwardKernel(Params p) {
 
   const int rowA = q0 + warp * 16 + lane / 4;
   const int rowB = rowA + 8;
-  // HALF: x = (q̂·k̂)/(s_q s_k) and O = (P·v̂)/s_v, exact since the scales are powers of two.
-  const float scoreScale = HALF ? p.scaleLog2 / (p.scales[0] * p.scales[1]) : p.scaleLog2;
-  const float outScale = HALF ? 1.0f / p.scales[2] : 1.0f;
+  // HALF: O = (P·v̂)/s_v, exact since the scales are powers of two.
+  const OperandScales<D, HALF> scales(p);
+  const float scoreScale = scales.score;
+  const float outScale = scales.invV;
   float o[D / 8][4];
   zero<D>(o);
   float mA = -INFINITY;
@@ -449,12 +477,12 @@ __global__ void __launch_bounds__(kThreads, (queryCtasPerSm<D, HALF>())) queryKe
   const float invB = rowInv[localB];
   const float deltaA = rowDelta[localA];
   const float deltaB = rowDelta[localB];
-  // HALF: x = (q̂·k̂)/(s_q s_k), dP = (dÔ·v̂)/(s_dO s_v); dS goes to fp16 times dsScale, which bounds it by 2^14
-  // (|dP − D| ≤ 2·D·max|dO|·max|v|), and dq = (dŜ·k̂)/(dsScale·s_k).
-  const float scoreScale = HALF ? p.scaleLog2 / (p.scales[0] * p.scales[1]) : p.scaleLog2;
-  const float gradScale = HALF ? 1.0f / (p.scales[3] * p.scales[2]) : 1.0f;
-  const float dsScale = HALF ? p.scales[3] * p.scales[2] * (1.0f / (131072.0f * D)) : 1.0f;
-  const float dqScale = HALF ? p.scale / (dsScale * p.scales[1]) : p.scale;
+  // dq = (dŜ·k̂)/(dsScale·s_k).
+  const OperandScales<D, HALF> scales(p);
+  const float scoreScale = scales.score;
+  const float gradScale = scales.grad;
+  const float dsScale = scales.ds;
+  const float dqScale = p.scale / dsScale * scales.invK;
   // Per row, over its entries with P ≤ 1/2: Σ P and Σ P·dP; and the row's entry with P > 1/2, if any.
   float restA = 0.0f;
   float restB = 0.0f;
@@ -645,12 +673,13 @@ __global__ void __launch_bounds__(kThreads, (keyCtasPerSm<D, HALF>())) keyKernel
 
   const int keyA = k0 + warp * 16 + lane / 4;
   const int keyB = keyA + 8;
-  // HALF: as in queryKernel; dv = (P·dÔ)/s_dO, dk = (dŜ·q̂)/(dsScale·s_q).
-  const float scoreScale = HALF ? p.scaleLog2 / (p.scales[0] * p.scales[1]) : p.scaleLog2;
-  const float gradScale = HALF ? 1.0f / (p.scales[3] * p.scales[2]) : 1.0f;
-  const float dsScale = HALF ? p.scales[3] * p.scales[2] * (1.0f / (131072.0f * D)) : 1.0f;
-  const float dkScale = HALF ? p.scale / (dsScale * p.scales[0]) : p.scale;
-  const float dvScale = HALF ? 1.0f / p.scales[3] : 1.0f;
+  // dv = (P·dÔ)/s_dO, dk = (dŜ·q̂)/(dsScale·s_q).
+  const OperandScales<D, HALF> scales(p);
+  const float scoreScale = scales.score;
+  const float gradScale = scales.grad;
+  const float dsScale = scales.ds;
+  const float dkScale = p.scale / dsScale * scales.invQ;
+  const float dvScale = scales.invDO;
   float dk[D / 8][4];
   float dv[D / 8][4];
   zero<D>(dk);
