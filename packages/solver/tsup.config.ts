@@ -1,8 +1,8 @@
 import { defineConfig } from "tsup";
 
 export default defineConfig({
-  // The worker is its own entry: solveInWorker starts dist/worker.js beside dist/index.js.
-  entry: ["src/index.ts", "src/worker.ts"],
+  // The workers are their own entries: solveInWorker starts dist/worker.js, the epsilon points dist/pointWorker.js.
+  entry: ["src/index.ts", "src/worker.ts", "src/pointWorker.ts"],
   format: ["esm"],
   dts: true,
   sourcemap: true,

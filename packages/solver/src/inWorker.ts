@@ -1,30 +1,8 @@
-import { createRequire } from "node:module";
-import { pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
 import { MoaError, type MoaProfile } from "@moa/core";
 import type { OptimizeOptions, ParetoResult } from "./pareto.js";
 import type { WorkerInput, WorkerMessage } from "./worker.js";
-
-/**
- * How to start the worker script beside this module: `worker.js` in the published bundle
- * (a second tsup entry); from source (vitest, tsx) `worker.ts`, through a small bootstrap
- * that registers tsx's loader in the worker first.
- */
-function workerSource(): { source: string | URL; eval: boolean } {
-  const here = import.meta.url;
-  if (!here.endsWith(".ts")) return { source: new URL("./worker.js", here), eval: false };
-  // tsx's ESM API (the `import` build of `tsx/esm/api`) registers its loader in this thread.
-  const api = pathToFileURL(
-    createRequire(here)
-      .resolve("tsx/esm/api")
-      .replace(/\.cjs$/, ".mjs"),
-  ).href;
-  const script = new URL("./worker.ts", here).href;
-  return {
-    source: `import(${JSON.stringify(api)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(script)}); });`,
-    eval: true,
-  };
-}
+import { workerSource } from "./workerSource.js";
 
 /**
  * {@link optimizePlans} in a `node:worker_threads` worker, so the caller's thread stays
@@ -43,7 +21,7 @@ export function solveInWorker(profile: MoaProfile, options: OptimizeOptions): Pr
     );
   }
   const input: WorkerInput = { profile, options: rest, progress: onProgress !== undefined };
-  const { source, eval: evaluate } = workerSource();
+  const { source, eval: evaluate } = workerSource("worker");
   return new Promise<ParetoResult>((resolve, reject) => {
     const worker = new Worker(source, { workerData: input, eval: evaluate });
     let settled = false;

@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os";
 import {
   candidateGrid,
   type ElasticRule,
@@ -9,6 +10,7 @@ import {
 } from "@moa/core";
 import { highsRuntime } from "./highs.js";
 import type { GqaMode, MipTargets } from "./problem.js";
+import { PointPool } from "./points.js";
 import { MipSession, type SolveStats } from "./session.js";
 import { DEFAULT_PROOF_NODES, DEFAULT_REL_GAP, type MipSolution, toSolution } from "./solve.js";
 import { buildStructure, type Structure } from "./structure.js";
@@ -37,6 +39,13 @@ export interface OptimizeOptions {
   relGap?: number;
   /** HiGHS branch-and-bound nodes per MIP for proving `relGap` (default 5000); past them a point keeps the gap it reached. */
   proofNodes?: number;
+  /**
+   * Worker threads for the epsilon points, at most one per point; 1 solves them in this
+   * thread. Default: the machine's available parallelism when the problem has at least
+   * 1500 (slot, rule) binaries, else 1 (a worker's start-up costs more than such points
+   * take). The plans do not depend on it.
+   */
+  threads?: number;
   /** Wall-clock limit for the whole front; past it `optimizePlans` throws `E_TIMEOUT`. */
   timeLimitSeconds?: number;
   /** Called after every solve (anchor or grid point). */
@@ -101,6 +110,8 @@ export interface ParetoResult {
 const AUGMENT = 1e-3;
 const DEFAULT_LOWER_RATIO = 0.9;
 const DEFAULT_PARETO_POINTS = 2;
+/** From this many (slot, rule) binaries on, epsilon points go to worker threads by default. */
+const PARALLEL_BINARIES = 1500;
 
 function argument(message: string, field: string): never {
   throw new MoaError("E_ARGUMENT", `optimizePlans: ${message}`, { field });
@@ -115,6 +126,7 @@ interface Resolved {
   gqa: GqaMode;
   paretoPoints: number;
   relGap: number;
+  threads: number | undefined;
 }
 
 function resolveOptions(profile: MoaProfile, options: OptimizeOptions): Resolved {
@@ -168,7 +180,10 @@ function resolveOptions(profile: MoaProfile, options: OptimizeOptions): Resolved
   const limit = options.timeLimitSeconds;
   if (limit !== undefined && !(limit > 0))
     argument(`timeLimitSeconds = ${limit} must be > 0`, "timeLimitSeconds");
-  return { lengths, extend, kvLengths, grid, lowerRatio, gqa, paretoPoints, relGap };
+  const threads = options.threads;
+  if (threads !== undefined && !(Number.isSafeInteger(threads) && threads >= 1))
+    argument(`threads = ${threads} must be a positive integer`, "threads");
+  return { lengths, extend, kvLengths, grid, lowerRatio, gqa, paretoPoints, relGap, threads };
 }
 
 /**
@@ -264,35 +279,27 @@ export async function optimizePlans(profile: MoaProfile, options: OptimizeOption
   let done = 0;
   let infeasibleSolves = 0;
 
-  const run = (
-    weights: number[],
-    lossUpper: (number | undefined)[] | undefined,
-    kind: ProgressEvent["kind"],
-  ): { solution: MipSolution; seconds: number } => {
-    const started = performance.now();
-    const targets: MipTargets = { weights, densityUpper, densityLower, ...(lossUpper ? { lossUpper } : {}) };
-    let solution: MipSolution;
-    try {
-      const result = session.solve(targets, {
-        relGap: resolved.relGap,
-        deadline,
-        proofNodes: options.proofNodes ?? DEFAULT_PROOF_NODES,
-      });
-      solution = toSolution(session, result, weights);
-    } catch (error) {
-      if (error instanceof MoaError && error.code === "E_TIMEOUT") {
-        throw new MoaError(
+  const sessionOptions = {
+    relGap: resolved.relGap,
+    deadline,
+    proofNodes: options.proofNodes ?? DEFAULT_PROOF_NODES,
+  };
+  const targetsFor = (weights: number[], lossUpper?: (number | undefined)[]): MipTargets => ({
+    weights,
+    densityUpper,
+    densityLower,
+    ...(lossUpper ? { lossUpper } : {}),
+  });
+  const timeoutError = (error: unknown): unknown =>
+    error instanceof MoaError && error.code === "E_TIMEOUT"
+      ? new MoaError(
           "E_TIMEOUT",
           `optimizePlans: the Pareto front did not finish within the time limit of ${options.timeLimitSeconds} s (timeLimitSeconds); ${done} of ${total} solves done`,
           { field: "timeLimitSeconds" },
-        );
-      }
-      throw error;
-    }
-    const seconds = (performance.now() - started) / 1000;
-    perSolve.push(solution.stats);
+        )
+      : error;
+  const report = (solution: MipSolution, kind: ProgressEvent["kind"], seconds: number) => {
     done++;
-    if (solution.status === "infeasible") infeasibleSolves++;
     options.onProgress?.({
       done,
       total,
@@ -303,7 +310,6 @@ export async function optimizePlans(profile: MoaProfile, options: OptimizeOption
         : {}),
       seconds,
     });
-    return { solution, seconds };
   };
 
   const scale = Array.from(st.scale);
@@ -314,10 +320,37 @@ export async function optimizePlans(profile: MoaProfile, options: OptimizeOption
     origin: ParetoPoint["origin"];
   }
   const found: Found[] = [];
+  const wanted = resolved.threads ?? (st.slots * st.R >= PARALLEL_BINARIES ? availableParallelism() : 1);
+  const threads = Math.max(1, Math.min(wanted, gridSize));
+  // Started before the anchors so that the workers' start-up overlaps them.
+  const pool =
+    gridSize > 0
+      ? new PointPool(
+          highs,
+          st,
+          {
+            table,
+            kvHeads: options.shape.kvHeads,
+            gqa,
+            ...(options.maxRulesPerLayer === undefined ? {} : { maxRulesPerLayer: options.maxRulesPerLayer }),
+          },
+          threads,
+        )
+      : undefined;
   try {
     const anchors: MipSolution[] = [];
     for (let j = 0; j < m; j++) {
-      const { solution, seconds } = run(weightsFor(j), undefined, "anchor");
+      const started = performance.now();
+      const weights = weightsFor(j);
+      let solution: MipSolution;
+      try {
+        solution = toSolution(session, session.solve(targetsFor(weights), sessionOptions), weights);
+      } catch (error) {
+        throw timeoutError(error);
+      }
+      const seconds = (performance.now() - started) / 1000;
+      perSolve.push(solution.stats);
+      report(solution, "anchor", seconds);
       if (solution.status === "infeasible") {
         throw new MoaError("E_INFEASIBLE", infeasibleMessage(st, options.density, lowerRatio), {
           field: "density",
@@ -326,34 +359,57 @@ export async function optimizePlans(profile: MoaProfile, options: OptimizeOption
       anchors.push(solution);
       found.push({ solution, seconds, origin: { kind: "anchor", length: lengths[j]! } });
     }
-    if (gridSize > 0) {
+    if (pool !== undefined) {
       const normalised = (s: MipSolution, j: number) => s.loss[j]! / scale[j]!;
+      const P = resolved.paretoPoints;
       const values = secondary.map((j) => {
         const ideal = normalised(anchors[j]!, j);
         const nadir = Math.max(...anchors.map((a) => normalised(a, j)));
-        const P = resolved.paretoPoints;
         return Array.from({ length: P }, (_, t) => ideal + ((nadir - ideal) * (t + 1)) / (P + 1));
       });
-      for (let index = 0; index < gridSize; index++) {
+      const bounds = Array.from({ length: gridSize }, (_, index) => {
         const lossUpper: (number | undefined)[] = lengths.map(() => undefined);
         let rest = index;
         secondary.forEach((j, i) => {
-          const P = resolved.paretoPoints;
           lossUpper[j] = values[i]![rest % P]! * scale[j]!;
           rest = Math.floor(rest / P);
         });
-        const { solution, seconds } = run(weightsFor(primary), lossUpper, "epsilon");
-        if (solution.status !== "infeasible") {
-          const bounds: Record<string, number> = {};
-          secondary.forEach((j) => {
-            bounds[String(lengths[j])] = lossUpper[j]!;
-          });
-          found.push({ solution, seconds, origin: { kind: "epsilon", lossUpper: bounds } });
-        }
+        return lossUpper;
+      });
+      const weights = weightsFor(primary);
+      // Every epsilon point starts from the state after the anchors, not from the points
+      // before it: its plan is the same whichever thread solves it, and in whatever order.
+      let results: Awaited<ReturnType<PointPool["solve"]>>;
+      try {
+        results = await pool.solve(
+          session.snapshot(),
+          bounds.map((lossUpper) => targetsFor(weights, lossUpper)),
+          sessionOptions,
+          (_, result) => report(toSolution(session, result, weights), "epsilon", result.stats.seconds),
+        );
+      } catch (error) {
+        throw timeoutError(error);
       }
+      results.forEach((result, index) => {
+        const solution = toSolution(session, result, weights);
+        perSolve.push(solution.stats);
+        if (solution.status === "infeasible") {
+          infeasibleSolves++;
+          return;
+        }
+        const lossUpper = bounds[index]!;
+        const upper: Record<string, number> = {};
+        for (const j of secondary) upper[String(lengths[j])] = lossUpper[j]!;
+        found.push({
+          solution,
+          seconds: result.stats.seconds,
+          origin: { kind: "epsilon", lossUpper: upper },
+        });
+      });
     }
   } finally {
     session.dispose();
+    await pool?.close();
   }
 
   // Merge identical plans, drop dominated ones, order by the loss at the longest length.

@@ -110,6 +110,19 @@ function tokenBudgets(st: Structure, targets: MipTargets): { lo: Float64Array; u
 }
 
 /**
+ * What a session carries from solve to solve, as plain data (it crosses to worker threads):
+ * the KV lengths whose lower bound is enforced, the solutions found so far and the master's
+ * columns in their order. A session restored from it solves the next point exactly as any
+ * other restored from it would, whichever thread it runs on.
+ */
+export interface SessionState {
+  exact: boolean[];
+  pool: Int32Array[];
+  /** Master columns in column order: unit and rule per slot. */
+  columns: { unit: number; rules: Int32Array }[];
+}
+
+/**
  * A sequence of MIPs over one structure (the points of a Pareto front): the master LP,
  * its columns, the pruned options and earlier solutions carry over from solve to solve.
  */
@@ -124,12 +137,27 @@ export class MipSession {
   private readonly pool: Int32Array[] = [];
   private readonly poolKeys = new Set<string>();
 
-  constructor(highs: Highs, st: Structure) {
+  constructor(highs: Highs, st: Structure, state?: SessionState) {
     this.highs = highs;
     this.st = st;
     this.pricer = st.states === undefined ? undefined : new UnitPricer(st);
-    this.exact = new Array<boolean>(st.K).fill(false);
+    this.exact = state === undefined ? new Array<boolean>(st.K).fill(false) : [...state.exact];
     this.opts = pruneOptions(st, this.exact);
+    for (const a of state?.pool ?? []) this.remember(a);
+    if (state !== undefined && state.columns.length > 0 && this.pricer !== undefined) {
+      // A fresh master LP with the same columns in the same order (cold basis).
+      this.master = new Master(highs, st);
+      this.master.add(state.columns.map((c) => makePattern(st, c.unit, c.rules)));
+    }
+  }
+
+  /** The state the next solve starts from (see {@link SessionState}). */
+  snapshot(): SessionState {
+    return {
+      exact: [...this.exact],
+      pool: this.pool.map((a) => Int32Array.from(a)),
+      columns: (this.master?.patterns ?? []).map((p) => ({ unit: p.unit, rules: Int32Array.from(p.rules) })),
+    };
   }
 
   get optionsAfterPruning(): number {

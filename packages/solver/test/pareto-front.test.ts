@@ -177,4 +177,29 @@ describe("optimizePlans: the Pareto front", () => {
     };
     expect(await run(a, copy)).toEqual(first);
   });
+
+  it("gives the same plans whether the epsilon points are solved in this thread or on worker threads", async () => {
+    // Every epsilon point starts from the state after the anchors, so neither the thread
+    // that solves it nor the points solved before it there can change its plan.
+    const lengths = [256, 512, 1024];
+    const geometry = { blockSize: 32, sinkTokens: 32 };
+    const profile = randomProfile({ layers: 2, heads: 6, lengths, seed: 4, geometry });
+    const grid = randomGrid(seededRandom(4), lengths, 8);
+    const options: OptimizeOptions = {
+      shape: shapeOf(profile, 2),
+      density: 0.5,
+      lowerRatio: 0.5,
+      grid,
+      paretoPoints: 3,
+    };
+    const plans = async (threads: number) => {
+      const result = await optimizePlans(profile, { ...options, threads });
+      expect(result.stats.solves).toBe(3 + 9);
+      return result.points.map((point) => serializePlan(point.plan));
+    };
+    const inThread = await plans(1);
+    expect(inThread.length).toBeGreaterThan(3);
+    expect(await plans(2)).toEqual(inThread);
+    expect(await plans(4)).toEqual(inThread);
+  });
 });
