@@ -40,10 +40,10 @@ export interface OptimizeOptions {
   /** HiGHS branch-and-bound nodes per MIP for proving `relGap` (default 5000); past them a point keeps the gap it reached. */
   proofNodes?: number;
   /**
-   * Worker threads for the epsilon points, at most one per point; 1 solves them in this
-   * thread. Default: the machine's available parallelism when the problem has at least
-   * 1500 (slot, rule) binaries, else 1 (a worker's start-up costs more than such points
-   * take). The plans do not depend on it.
+   * Threads that solve the epsilon points, this one included (the others are worker
+   * threads), at most one per point; 1 solves them all here. Default: the machine's
+   * available parallelism when the problem has at least 1500 (slot, rule) binaries, else 1
+   * (a worker's start-up costs more than such points take). The plans do not depend on it.
    */
   threads?: number;
   /** Wall-clock limit for the whole front; past it `optimizePlans` throws `E_TIMEOUT`. */
@@ -110,7 +110,7 @@ export interface ParetoResult {
 const AUGMENT = 1e-3;
 const DEFAULT_LOWER_RATIO = 0.9;
 const DEFAULT_PARETO_POINTS = 2;
-/** From this many (slot, rule) binaries on, epsilon points go to worker threads by default. */
+/** From this many (slot, rule) binaries on, epsilon points are shared with worker threads by default. */
 const PARALLEL_BINARIES = 1500;
 
 function argument(message: string, field: string): never {

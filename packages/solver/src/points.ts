@@ -10,10 +10,12 @@ export interface PointWorkerInput {
   structure: MipStructure;
 }
 
-export interface PointRequest {
-  id: number;
+/** A batch of points for a worker: it takes indices from `next` until they run out. */
+export interface PointBatch {
   state: SessionState;
-  targets: MipTargets;
+  tasks: MipTargets[];
+  /** Shared by every thread of the batch: `Atomics.add(next, 0, 1)` claims the next point. */
+  next: Int32Array;
   relGap: number;
   proofNodes: number;
   /** Epoch milliseconds (`performance.timeOrigin + performance.now()`), Infinity for none. */
@@ -22,7 +24,8 @@ export interface PointRequest {
 
 export type PointReply =
   | { type: "result"; id: number; result: SessionResult }
-  | { type: "error"; id: number; error: { message: string; code?: string } };
+  | { type: "error"; error: { message: string; code?: string } }
+  | { type: "idle" };
 
 export interface PointOptions {
   relGap: number;
@@ -31,12 +34,28 @@ export interface PointOptions {
   deadline: number;
 }
 
+/** Solves the point at `index` in a session restored from `state`. */
+export function solvePoint(
+  highs: Highs,
+  st: Structure,
+  state: SessionState,
+  targets: MipTargets,
+  options: PointOptions,
+): SessionResult {
+  const session = new MipSession(highs, st, state);
+  try {
+    return session.solve(targets, options);
+  } finally {
+    session.dispose();
+  }
+}
+
 /**
  * Solves independent points of a front, each in a session restored from the same state
  * (the one after the anchors): a point's plan depends only on that state and its targets,
  * never on which thread solved it or what that thread solved before, so the front is the
- * same with any number of threads. With `threads > 1` the points go to worker threads,
- * started at construction so their start-up overlaps the anchors.
+ * same with any number of threads. This thread and `threads − 1` workers (started at
+ * construction, so their start-up overlaps the anchors) claim points from a shared counter.
  */
 export class PointPool {
   private readonly workers: Worker[] = [];
@@ -51,7 +70,7 @@ export class PointPool {
     if (threads <= 1) return;
     const { source, eval: evaluate } = workerSource("pointWorker");
     const input: PointWorkerInput = { structure };
-    for (let i = 0; i < threads; i++) {
+    for (let i = 1; i < threads; i++) {
       const worker = new Worker(source, { workerData: input, eval: evaluate });
       // A worker that dies before it is used must not crash the process; solve() reports it.
       worker.on("error", (error) => {
@@ -69,52 +88,56 @@ export class PointPool {
     onResult: (index: number, result: SessionResult) => void,
   ): Promise<SessionResult[]> {
     const results: SessionResult[] = new Array(tasks.length);
-    if (this.workers.length === 0) {
-      tasks.forEach((targets, index) => {
-        const session = new MipSession(this.highs, this.st, state);
-        try {
-          results[index] = session.solve(targets, options);
-        } finally {
-          session.dispose();
+    const next = new Int32Array(new SharedArrayBuffer(4));
+    const batch: PointBatch = {
+      state,
+      tasks: [...tasks],
+      next,
+      relGap: options.relGap,
+      proofNodes: options.proofNodes,
+      deadline: performance.timeOrigin + options.deadline,
+    };
+    let failure: Error | undefined = this.failure;
+    // Each worker answers with its results, then "idle" once the counter has run out.
+    const finished = this.workers.map(
+      (worker) =>
+        new Promise<void>((resolve) => {
+          const stop = (error?: Error) => {
+            failure ??= error;
+            worker.removeAllListeners("message");
+            worker.off("exit", exited);
+            // Claim every remaining point so that this thread stops too.
+            if (error !== undefined) Atomics.store(next, 0, tasks.length);
+            resolve();
+          };
+          const exited = (code: number) =>
+            stop(new MoaError("E_SOLVER", `a solver worker exited (code ${code}) mid-front`));
+          worker.on("message", (reply: PointReply) => {
+            if (reply.type === "result") {
+              results[reply.id] = reply.result;
+              onResult(reply.id, reply.result);
+            } else if (reply.type === "error") {
+              const { message, code } = reply.error;
+              stop(code !== undefined ? new MoaError(code, message) : new Error(message));
+            } else stop();
+          });
+          worker.once("exit", exited);
+          worker.postMessage(batch);
+        }),
+    );
+    if (failure === undefined) {
+      try {
+        for (let id = Atomics.add(next, 0, 1); id < tasks.length; id = Atomics.add(next, 0, 1)) {
+          results[id] = solvePoint(this.highs, this.st, state, tasks[id]!, options);
+          onResult(id, results[id]!);
         }
-        onResult(index, results[index]!);
-      });
-      return results;
-    }
-    const deadline = performance.timeOrigin + options.deadline;
-    let next = 0;
-    await new Promise<void>((resolve, reject) => {
-      let pending = tasks.length;
-      if (pending === 0) resolve();
-      const fail = (error: Error) => {
-        for (const w of this.workers) w.removeAllListeners("message");
-        reject(error);
-      };
-      if (this.failure !== undefined) return fail(this.failure);
-      const feed = (worker: Worker) => {
-        if (next >= tasks.length) return;
-        const id = next++;
-        const request: PointRequest = { id, state, targets: tasks[id]!, ...options, deadline };
-        worker.postMessage(request);
-      };
-      for (const worker of this.workers) {
-        worker.on("message", (reply: PointReply) => {
-          if (reply.type === "error") {
-            const { message, code } = reply.error;
-            return fail(code !== undefined ? new MoaError(code, message) : new Error(message));
-          }
-          results[reply.id] = reply.result;
-          onResult(reply.id, reply.result);
-          if (--pending === 0) resolve();
-          else feed(worker);
-        });
-        worker.once("error", fail);
-        worker.once("exit", (code) => {
-          if (pending > 0) fail(new MoaError("E_SOLVER", `a solver worker exited (code ${code}) mid-front`));
-        });
-        feed(worker);
+      } catch (error) {
+        failure ??= error as Error;
+        Atomics.store(next, 0, tasks.length);
       }
-    });
+    }
+    await Promise.all(finished);
+    if (failure !== undefined) throw failure;
     return results;
   }
 

@@ -148,6 +148,8 @@ describe("validation: bad options are MoaErrors naming the field, before any sol
     ["relGap 1", { relGap: 1 }, "relGap"],
     ["relGap < 0", { relGap: -1e-6 }, "relGap"],
     ["timeLimitSeconds 0", { timeLimitSeconds: 0 }, "timeLimitSeconds"],
+    ["threads 0", { threads: 0 }, "threads"],
+    ["threads fractional", { threads: 1.5 }, "threads"],
     ["an empty grid", { grid: [] }, "grid"],
   ];
 
