@@ -91,12 +91,13 @@
             "src/cuda/cross_entropy.cu",
             "src/cuda/attention_backward.cu",
             "src/cuda/half_scale.cu",
+            "src/cuda/half_pins.cu",
           ],
           "rules": [
             {
               "rule_name": "nvcc",
               "extension": "cu",
-              "inputs": ["<(RULE_INPUT_PATH)", "src/cuda/cuda_ops.h", "src/cuda/check.cuh", "src/cuda/scratch.cuh", "src/cuda/widen.cuh", "src/cuda/kv_cache.cuh", "src/cuda/attention_common.cuh", "src/cuda/mma.cuh", "src/cuda/cublas.cuh", "src/cuda/backward_precision.cuh"],
+              "inputs": ["<(RULE_INPUT_PATH)", "src/cuda/cuda_ops.h", "src/cuda/check.cuh", "src/cuda/scratch.cuh", "src/cuda/widen.cuh", "src/cuda/kv_cache.cuh", "src/cuda/attention_common.cuh", "src/cuda/mma.cuh", "src/cuda/cublas.cuh", "src/cuda/backward_precision.cuh", "src/cuda/half_scale.cuh"],
               "outputs": ["<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).cu.o"],
               "message": "nvcc <(RULE_INPUT_PATH)",
               "process_outputs_as_sources": 1,

@@ -27,7 +27,12 @@ export const METHODS = ["dense", "plan", "uniform", "h2o"] as const;
 export type EvalMethod = (typeof METHODS)[number];
 
 export const DEFAULT_LENGTHS: readonly number[] = [512, 1024, 2048];
-export const DEFAULT_DEPTHS: readonly number[] = [0, 0.25, 0.5, 0.75, 1];
+/**
+ * Needle depths: the midpoints of five equal strata of [0, 1], a stratified sample of LongEval's uniformly drawn
+ * line. A grid with both ends (0, ¼, ½, ¾, 1) spends two of five prompts where a sink or a recent window sees the
+ * needle by construction, which favours the uniform-window baseline; `--depths 0,0.25,0.5,0.75,1` still runs it.
+ */
+export const DEFAULT_DEPTHS: readonly number[] = [0.1, 0.3, 0.5, 0.7, 0.9];
 /** Prompts per (task, length): two per default depth (moa-nano: about 2–3 minutes on 2 CPU cores, all tasks and methods). */
 export const DEFAULT_PROMPTS = 10;
 export const DEFAULT_BATCH = 10;

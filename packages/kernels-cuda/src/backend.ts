@@ -67,8 +67,9 @@ export interface Backend {
    *  that takes a cache accepts f32 caches; bf16 caches are CUDA-only. */
   readonly kvCacheDtype: "f32" | "bf16";
 
-  /** Zero-initialised tensor. */
-  empty(dtype: DType, shape: readonly number[]): Tensor;
+  /** Zero-initialised tensor; with `uninitialized` the zero fill is skipped where that saves time (CUDA) and the
+   *  contents are unspecified until written: for buffers every element of which is written before it is read. */
+  empty(dtype: DType, shape: readonly number[], options?: { readonly uninitialized?: boolean }): Tensor;
   /** Copy host data (element type must match dtype; bf16/f16 as Uint16Array; any dtype as raw bytes in a
    *  Uint8Array) into a new tensor. */
   fromHost(dtype: DType, shape: readonly number[], data: HostArray): Tensor;
@@ -88,6 +89,17 @@ export interface Backend {
   /** Free and total memory of the device the tensors live on, in bytes (CUDA: after the GPU finished the queued
    *  ops and the tensor pool returned what no tensor uses; CPU: the host's free and total RAM). */
   memoryInfo(): { free: number; total: number };
+  /**
+   * Keeps the operand copies that `exact` matmul and matmulBackward make of these tensors until the returned
+   * function is called, so each is converted once instead of at every GEMM that reads it: on CUDA at the default
+   * profiling precision, a scaled fp16 copy of each f32 or bf16 tensor (2 bytes per element of device memory,
+   * made now in stream order; f16 tensors are used as they are and need none). The results are the same bits
+   * either way. The tensors must not change while pinned (freeing one releases its copy). The CPU reference makes
+   * no copies: the call only checks its arguments. Releasing twice is harmless.
+   */
+  pinHalfCopies(tensors: readonly Tensor[]): () => void;
+  /** Device memory `pinHalfCopies` would take for these tensors, in bytes (0 on the CPU). */
+  halfCopyBytes(tensors: readonly Tensor[]): number;
 
   /**
    * out[m,n] = x[m,k] · wᵀ (+ bias[n]); w is [n,k] (Hugging Face Linear layout) in f32/bf16/f16; fp32 accumulate.

@@ -21,7 +21,7 @@ export class CpuBackend extends NativeBackend {
     return { free: freemem(), total: totalmem() };
   }
 
-  protected allocate(byteLength: number): Storage {
+  protected allocate(byteLength: number, _zero: boolean): Storage {
     return { kind: "host", bytes: new Uint8Array(byteLength), freed: false };
   }
 

@@ -1,6 +1,6 @@
 import { NativeBackend, type RefOf } from "./native-backend.js";
 import type { CudaAddon, NativeRef } from "./native.js";
-import { type DeviceStorage, NativeTensor, type Storage } from "./tensor.js";
+import { DTYPE_CODE, type DeviceStorage, NativeTensor, type Storage } from "./tensor.js";
 
 /** Environment override of the CUDA backend's KV-cache dtype ("f32" for bit-level comparisons with the CPU). */
 function cacheDtypeFromEnv(): "f32" | "bf16" {
@@ -78,10 +78,10 @@ export class CudaBackend extends NativeBackend {
     this.cuda.copyDevice(to.handle as bigint, from.handle as bigint, from.byteLength);
   }
 
-  protected allocate(byteLength: number): Storage {
+  protected allocate(byteLength: number, zero: boolean): Storage {
     const storage: DeviceStorage = {
       kind: "device",
-      address: this.cuda.allocate(byteLength),
+      address: this.cuda.allocate(byteLength, zero),
       byteLength,
       freed: false,
     };
@@ -106,7 +106,52 @@ export class CudaBackend extends NativeBackend {
       this.cuda.copyToDevice((t.handle as bigint) + BigInt(byteOffset), data, data.byteLength);
   }
 
+  /** Pinned copies by source address; a tensor pinned by two callers is copied once and kept for both. */
+  private readonly pins = new Map<bigint, { id: number; count: number; refs: number; storage: Storage }>();
+
+  protected override pin(tensors: readonly NativeTensor[]): () => void {
+    const taken: bigint[] = [];
+    const release = () => {
+      for (const address of taken.splice(0)) {
+        const entry = this.pins.get(address);
+        if (entry === undefined) continue;
+        if (--entry.refs === 0) {
+          this.pins.delete(address);
+          this.cuda.unpinHalf(entry.id);
+        }
+      }
+    };
+    try {
+      for (const t of tensors) {
+        const address = t.handle as bigint;
+        const entry = this.pins.get(address);
+        if (entry !== undefined && entry.count !== t.elementCount) {
+          throw new RangeError(
+            `pinHalfCopies: ${t.dtype}[${t.shape.join(", ")}] starts where a pinned tensor of ${entry.count} elements does`,
+          );
+        }
+        if (entry !== undefined) entry.refs++;
+        else {
+          const id = this.cuda.pinHalf(address, t.elementCount, DTYPE_CODE[t.dtype]);
+          this.pins.set(address, { id, count: t.elementCount, refs: 1, storage: t.storage });
+        }
+        taken.push(address);
+      }
+    } catch (error) {
+      release();
+      throw error;
+    }
+    return release;
+  }
+
   protected releaseStorage(storage: Storage): void {
+    // A freed tensor's copy goes too: a later tensor at the same address must not find it.
+    for (const [address, entry] of this.pins) {
+      if (entry.storage === storage) {
+        this.pins.delete(address);
+        this.cuda.unpinHalf(entry.id);
+      }
+    }
     this.collector.unregister(storage);
     this.cuda.release((storage as DeviceStorage).address);
   }

@@ -30,7 +30,7 @@ export abstract class NativeBackend implements Backend {
 
   protected constructor(protected readonly addon: NativeAddon) {}
 
-  protected abstract allocate(byteLength: number): Storage;
+  protected abstract allocate(byteLength: number, zero: boolean): Storage;
   protected abstract handleOf(storage: Storage, byteOffset: number, byteLength: number): NativeRef;
   /** A fresh host copy of the tensor's bytes. */
   protected abstract readBytes(t: NativeTensor): Uint8Array;
@@ -52,11 +52,11 @@ export abstract class NativeBackend implements Backend {
 
   // ---- memory ----
 
-  empty(dtype: DType, shape: readonly number[]): Tensor {
+  empty(dtype: DType, shape: readonly number[], options: { readonly uninitialized?: boolean } = {}): Tensor {
     if (!DTYPES.includes(dtype)) throw new TypeError(`empty: unknown dtype ${String(dtype)}`);
     checkShape("empty", shape);
     const byteLength = elementCount(shape) * DTYPE_BYTES[dtype];
-    const storage = this.allocate(byteLength);
+    const storage = this.allocate(byteLength, options.uninitialized !== true);
     const device = this.name;
     return new NativeTensor(
       dtype,
@@ -154,6 +154,36 @@ export abstract class NativeBackend implements Backend {
       true,
       tensor.handle,
     );
+  }
+
+  pinHalfCopies(tensors: readonly Tensor[]): () => void {
+    const pinned = this.pinnable("pinHalfCopies", tensors);
+    return this.pin(pinned);
+  }
+
+  halfCopyBytes(tensors: readonly Tensor[]): number {
+    if (this.name === "cpu") return 0;
+    return this.pinnable("halfCopyBytes", tensors).reduce((sum, t) => sum + 2 * t.elementCount, 0);
+  }
+
+  /** The distinct live tensors of `tensors` that have a scaled fp16 copy (f32, bf16). */
+  private pinnable(op: string, tensors: readonly Tensor[]): NativeTensor[] {
+    if (!Array.isArray(tensors)) throw new TypeError(`${op}: tensors must be an array of tensors`);
+    const chosen = new Map<bigint | Uint8Array, NativeTensor>();
+    tensors.forEach((t, i) => {
+      const tensor = new OpArgs(op, this.name, { [`tensors[${i}]`]: t }).tensor(`tensors[${i}]`, t, DTYPES);
+      if ((tensor.dtype === "f32" || tensor.dtype === "bf16") && tensor.elementCount > 0) {
+        const key = tensor.handle;
+        const other = chosen.get(key);
+        if (other === undefined || other.elementCount < tensor.elementCount) chosen.set(key, tensor);
+      }
+    });
+    return [...chosen.values()];
+  }
+
+  /** Makes the copies of `tensors` (already checked); the CPU reference has none to make. */
+  protected pin(_tensors: readonly NativeTensor[]): () => void {
+    return () => {};
   }
 
   free(t: Tensor): void {

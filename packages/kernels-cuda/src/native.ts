@@ -197,7 +197,11 @@ export interface CudaAddon extends NativeAddon {
     minor: number;
     multiprocessors: number;
   };
-  allocate(bytes: number): bigint;
+  /** Device memory from the tensor pool, zero-filled unless `zero` is false. */
+  allocate(bytes: number, zero?: boolean): bigint;
+  /** A scaled fp16 copy of an f32 or bf16 tensor for the profiler-precision GEMMs (src/cuda/half_pins.cu). */
+  pinHalf(source: bigint, count: number, dtype: number): number;
+  unpinHalf(id: number): void;
   release(address: bigint): void;
   copyToDevice(destination: bigint, source: Uint8Array, bytes: number): void;
   copyToHost(destination: Uint8Array, source: bigint, bytes: number): void;

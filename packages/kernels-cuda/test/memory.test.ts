@@ -20,6 +20,32 @@ describe("tensors", () => {
     }
   });
 
+  it("an uninitialized tensor has the requested dtype and shape and holds what is written to it", () => {
+    const t = backend.empty("f32", [2, 3], { uninitialized: true });
+    expect(t.shape).toEqual([2, 3]);
+    const values = Float32Array.of(1, -2, 3.5, 0, 1e-30, 7);
+    backend.write(t, values);
+    expect(backend.toHost(t)).toEqual(values);
+  });
+
+  it("pinHalfCopies checks its tensors and leaves ops' results unchanged; releasing twice is harmless", () => {
+    const x = backend.fromHost("f32", [2, 3], Float32Array.of(1, 2, 3, 4, 5, 6));
+    const w = backend.fromHost("f32", [2, 3], Float32Array.of(0.5, -1, 2, 3, 0.25, -4));
+    const unpinned = backend.empty("f32", [2, 2]);
+    backend.matmul(unpinned, x, w, undefined, true);
+    const release = backend.pinHalfCopies([x, w]);
+    const pinned = backend.empty("f32", [2, 2]);
+    backend.matmul(pinned, x, w, undefined, true);
+    release();
+    release();
+    expect(backend.toHost(pinned)).toEqual(backend.toHost(unpinned));
+    expect(backend.halfCopyBytes([x, w])).toBe(backend.name === "cpu" ? 0 : 24);
+    expect(() => backend.pinHalfCopies([{} as never])).toThrow(/pinHalfCopies.*tensors\[0\]/);
+    const freed = backend.empty("f32", [1]);
+    backend.free(freed);
+    expect(() => backend.pinHalfCopies([freed])).toThrow(/pinHalfCopies/);
+  });
+
   it("fromHost → toHost round-trips every dtype, typed or as raw bytes", () => {
     const f32 = randomF32(rng(1), 12);
     expect(backend.toHost(backend.fromHost("f32", [3, 4], f32))).toEqual(f32);

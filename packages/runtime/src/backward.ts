@@ -14,7 +14,12 @@
  *
  * Precision: every matmul runs `exact` (on CUDA, the profiler's precision instead of x rounded to bf16 as in
  * inference: see Backend.matmul). Rounding x to bf16 moves single blocks of the influence by 3–5% on
- * moa-nano/moa-tiny (measured), past what the profile is compared against.
+ * moa-nano/moa-tiny (measured), past what the profile is compared against. The GEMMs' operand copies are pinned
+ * (Backend.pinHalfCopies) where one operand feeds several GEMMs: a 16-bit model's weights for the whole pass
+ * when memory is left after the plan above (each is read by the forward and the backward), and each normed
+ * input for the projections that read it (q, k, v; gate, up). Pinned or not, the results are the same bits.
+ *
+ * Layer 0's backward stops at its influence: the gradient at the embeddings is not needed.
  */
 import { MoaError } from "@moa/core";
 import type { Backend, Tensor } from "@moa/kernels-cuda";
@@ -26,6 +31,13 @@ export const INFLUENCE_BLOCK_SIZE = 64;
 
 /** Rows per MLP chunk and per chunk of answer logits. */
 const ROW_CHUNK = 1024;
+
+/**
+ * Tensors below this many elements are not pinned (Backend.pinHalfCopies): a second conversion of a small tensor
+ * costs less than a pin's allocation and launches, and a small model's pass is bound by launches (moa-tiny at 4k
+ * tokens took 9 → 11 ms with every weight pinned, on an H100).
+ */
+const PIN_MIN_ELEMENTS = 1 << 22;
 
 /** Free memory left for the ops' scratch (operand copies, cuBLAS) when deciding how many layers to keep. */
 const KEEP_MARGIN_BYTES = 2 * 2 ** 30;
@@ -76,6 +88,10 @@ export function profileInfluence(
   } finally {
     pass.dispose();
   }
+}
+
+function elements(t: Tensor): number {
+  return t.shape.reduce((count, dim) => count * dim, 1);
 }
 
 function fail(field: string, message: string): never {
@@ -161,6 +177,11 @@ class InfluencePass {
   /** [layers, heads, blocks, blocks]. */
   private readonly influence: Tensor;
 
+  /** Whether the matmuls read 16-bit weights (the only ones with fp16 operand copies worth pinning). */
+  private readonly halfWeights: boolean;
+  /** The 16-bit weights pinned for the pass when memory allows (empty otherwise). */
+  private readonly pinnedWeights: readonly Tensor[] = [];
+
   constructor(
     private readonly model: TransformerModel,
     n: number,
@@ -188,14 +209,26 @@ class InfluencePass {
     const { free, total } = b.memoryInfo();
     const spare = free - fixedBytes - inputBytes - Math.max(KEEP_MARGIN_BYTES, KEEP_MARGIN_FRACTION * total);
     let keep: number;
+    let left: number;
     if (keepLimit >= layers && spare - mlpScratchBytes(n) >= layers * layerBytes) {
       keep = layers;
       this.chunk = n;
+      left = spare - mlpScratchBytes(n) - layers * layerBytes;
     } else {
       this.chunk = Math.min(n, ROW_CHUNK);
-      const left = spare - mlpScratchBytes(this.chunk) - sharedBytes(this.chunk);
-      keep = Math.max(0, Math.min(layers, keepLimit, Math.floor(left / layerBytes)));
+      const afterShared = spare - mlpScratchBytes(this.chunk) - sharedBytes(this.chunk);
+      keep = Math.max(0, Math.min(layers, keepLimit, Math.floor(afterShared / layerBytes)));
+      left = afterShared - keep * layerBytes;
     }
+    // The weights' fp16 copies only with what the activations left: keeping a layer saves a recomputation,
+    // a pinned weight only its second conversion.
+    const weights = model.weights;
+    const projections = weights.layers.flatMap((w) => [w.q, w.k, w.v, w.o, w.gate, w.up, w.down]);
+    this.halfWeights = projections.some((w) => w.dtype !== "f32");
+    const bf16 = [...projections, weights.lmHead].filter(
+      (w) => w.dtype === "bf16" && elements(w) >= PIN_MIN_ELEMENTS,
+    );
+    if (bf16.length > 0 && b.halfCopyBytes(bf16) <= left) this.pinnedWeights = bf16;
     try {
       this.ids = this.make("i32", [n]);
       this.positions = this.make("i32", [n]);
@@ -206,7 +239,8 @@ class InfluencePass {
       this.shared = keep < layers ? this.activations(this.chunk, false) : undefined;
       this.projected = this.make("f32", [n, d]);
       this.act = this.make("f32", [this.chunk, ff]);
-      this.dx = this.make("f32", [n, d]);
+      // Zero on the rows that predict no answer token (lossBackward writes the others).
+      this.dx = this.make("f32", [n, d], true);
       this.dh = this.make("f32", [n, d]);
       this.dNorm = this.make("f32", [n, d]);
       this.dAttnFlat = this.make("f32", [n, qDim]);
@@ -219,7 +253,7 @@ class InfluencePass {
       this.dv = b.reshape(this.dvFlat, [n, kvHeads, headDim]);
       this.dGate = this.make("f32", [this.chunk, ff]);
       this.dUp = this.make("f32", [this.chunk, ff]);
-      this.influence = this.make("f32", [layers, heads, this.blocks, this.blocks]);
+      this.influence = this.make("f32", [layers, heads, this.blocks, this.blocks], true);
       for (let l = 0; l < layers; l++) this.kept.push(l < keep ? this.activations(n, true) : undefined);
     } catch (error) {
       this.dispose();
@@ -259,8 +293,9 @@ class InfluencePass {
     };
   }
 
-  private make(dtype: "f32" | "i32", shape: number[]): Tensor {
-    const t = this.b.empty(dtype, shape);
+  /** A pass buffer; every one is written before it is read, except those made with `zero` (accumulated into). */
+  private make(dtype: "f32" | "i32", shape: number[], zero = false): Tensor {
+    const t = this.b.empty(dtype, shape, { uninitialized: !zero });
     this.owned.push(t);
     return t;
   }
@@ -296,27 +331,33 @@ class InfluencePass {
     const losses = this.make("f32", [answers]);
     b.write(targets, hostIds.subarray(answerStart, n));
 
-    // Forward, keeping each layer's input (and the activations of the kept layers).
-    b.embedding(this.layerInputs[0]!, this.ids, this.model.weights.embed);
-    for (let l = 0; l < layers; l++) {
-      const next = this.make("f32", [n, this.model.config.hiddenSize]);
-      const acts = this.kept[l] ?? this.shared!;
-      this.attentionForward(l, this.layerInputs[l]!, acts);
-      this.mlpForward(l, next, acts);
-      this.layerInputs.push(next);
-    }
+    const unpinWeights = b.pinHalfCopies(this.pinnedWeights);
+    try {
+      // Forward, keeping each layer's input (and the activations of the kept layers).
+      b.embedding(this.layerInputs[0]!, this.ids, this.model.weights.embed);
+      for (let l = 0; l < layers; l++) {
+        const next = this.make("f32", [n, this.model.config.hiddenSize]);
+        const acts = this.kept[l] ?? this.shared!;
+        this.attentionForward(l, this.layerInputs[l]!, acts);
+        this.mlpForward(l, next, acts);
+        this.layerInputs.push(next);
+      }
 
-    this.lossBackward(answerStart, targets, losses);
-    this.release(layers);
-    for (let l = layers - 1; l >= 0; l--) {
-      const kept = this.kept[l];
-      // A recomputed layer: the last one's activations are still in the shared set from the forward.
-      if (kept === undefined && l < layers - 1) this.attentionForward(l, this.layerInputs[l]!, this.shared!);
-      const acts = kept ?? this.shared!;
-      this.mlpBackward(l, acts);
-      this.attentionBackward(l, this.layerInputs[l]!, acts);
-      this.release(l);
-      if (kept !== undefined) this.releaseActivations(l, kept);
+      this.lossBackward(answerStart, targets, losses);
+      this.release(layers);
+      for (let l = layers - 1; l >= 0; l--) {
+        const kept = this.kept[l];
+        // A recomputed layer: the last one's activations are still in the shared set from the forward.
+        if (kept === undefined && l < layers - 1)
+          this.attentionForward(l, this.layerInputs[l]!, this.shared!);
+        const acts = kept ?? this.shared!;
+        this.mlpBackward(l, acts);
+        this.attentionBackward(l, this.layerInputs[l]!, acts);
+        this.release(l);
+        if (kept !== undefined) this.releaseActivations(l, kept);
+      }
+    } finally {
+      unpinWeights();
     }
     let total = 0;
     for (const value of b.toHost(losses) as Float32Array) total += value;
@@ -361,9 +402,11 @@ class InfluencePass {
     const b = this.b;
     const w = this.model.weights.layers[l]!;
     b.rmsNorm(this.h, x, w.inputNorm, this.model.config.rmsNormEps);
-    b.matmul(acts.qFlat, this.h, w.q, w.qBias, true);
-    b.matmul(acts.kFlat, this.h, w.k, w.kBias, true);
-    b.matmul(acts.vFlat, this.h, w.v, w.vBias, true);
+    this.sharedInput(this.h, () => {
+      b.matmul(acts.qFlat, this.h, w.q, w.qBias, true);
+      b.matmul(acts.kFlat, this.h, w.k, w.kBias, true);
+      b.matmul(acts.vFlat, this.h, w.v, w.vBias, true);
+    });
     b.rope(acts.q, this.positions, this.model.invFreq, 1);
     b.rope(acts.k, this.positions, this.model.invFreq, 1);
     b.attentionPrefill(
@@ -378,6 +421,17 @@ class InfluencePass {
     );
     b.matmul(this.projected, acts.attnFlat, w.o, w.oBias, true);
     b.add(acts.xMid, x, this.projected);
+  }
+
+  /** Runs the GEMMs of `projections`, which all read x, with x's operand copy made once (16-bit weights). */
+  private sharedInput(x: Tensor, projections: () => void): void {
+    const pin = this.halfWeights && elements(x) >= PIN_MIN_ELEMENTS;
+    const unpin = pin ? this.b.pinHalfCopies([x]) : () => {};
+    try {
+      projections();
+    } finally {
+      unpin();
+    }
   }
 
   /** Rows [start, start + count) of a layer's gate or up (a chunk buffer's first rows when not kept whole). */
@@ -398,8 +452,10 @@ class InfluencePass {
       const act = this.rows(this.act, 0, count);
       const projected = this.rows(this.projected, start, count);
       b.rmsNorm(h, xMid, w.postNorm, this.model.config.rmsNormEps);
-      b.matmul(gate, h, w.gate, w.gateBias, true);
-      b.matmul(up, h, w.up, w.upBias, true);
+      this.sharedInput(h, () => {
+        b.matmul(gate, h, w.gate, w.gateBias, true);
+        b.matmul(up, h, w.up, w.upBias, true);
+      });
       b.siluMul(act, gate, up);
       b.matmul(projected, act, w.down, w.downBias, true);
       b.add(this.rows(out, start, count), xMid, projected);
@@ -462,8 +518,10 @@ class InfluencePass {
       const dNorm = this.rows(this.dNorm, start, count);
       if (!acts.fullRows) {
         b.rmsNorm(h, xMid, w.postNorm, eps);
-        b.matmul(gate, h, w.gate, w.gateBias, true);
-        b.matmul(up, h, w.up, w.upBias, true);
+        this.sharedInput(h, () => {
+          b.matmul(gate, h, w.gate, w.gateBias, true);
+          b.matmul(up, h, w.up, w.upBias, true);
+        });
       }
       b.matmulBackward(dAct, dx, w.down);
       b.siluMulBackward(dGate, dUp, dAct, gate, up);
@@ -474,7 +532,10 @@ class InfluencePass {
     }
   }
 
-  /** dx (the gradient at xMid) becomes the gradient at the layer's input x; the influence of layer l is added. */
+  /**
+   * dx (the gradient at xMid) becomes the gradient at the layer's input x; the influence of layer l is added.
+   * Layer 0 stops after its influence: nothing reads the gradient at the embeddings.
+   */
   private attentionBackward(l: number, x: Tensor, acts: LayerActivations): void {
     const b = this.b;
     const w = this.model.weights.layers[l]!;
@@ -494,6 +555,7 @@ class InfluencePass {
       this.model.scale,
       b.rows(this.influence, l, 1),
     );
+    if (l === 0) return;
     b.rope(this.dq, this.negatedPositions, invFreq, 1);
     b.rope(this.dk, this.negatedPositions, invFreq, 1);
     b.matmulBackward(this.dh, this.dqFlat, w.q);

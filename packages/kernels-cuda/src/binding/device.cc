@@ -40,10 +40,32 @@ Napi::Value DeviceInfo(const Napi::CallbackInfo& info) {
   return result;
 }
 
+// allocate(bytes, zero = true)
 Napi::Value Allocate(const Napi::CallbackInfo& info) {
   void* pointer = nullptr;
-  guarded(info, [&] { pointer = cuda::allocate(static_cast<size_t>(intArg(info, 0, "empty", "bytes"))); });
+  guarded(info, [&] {
+    const bool zero = info.Length() < 2 || !info[1].IsBoolean() || info[1].As<Napi::Boolean>().Value();
+    pointer = cuda::allocate(static_cast<size_t>(intArg(info, 0, "empty", "bytes")), zero);
+  });
   return AddressValue(info.Env(), pointer);
+}
+
+// pinHalf(deviceAddress, elementCount, dtypeCode) → id
+Napi::Value PinHalf(const Napi::CallbackInfo& info) {
+  const std::string op = "pinHalfCopies";
+  int64_t id = 0;
+  guarded(info, [&] {
+    const int64_t count = intArg(info, 1, op, "count");
+    const DType type = dtypeArg(info, 2, op, "dtype");
+    const Ref source = tensorArg(info, 0, op, "source", bytesOf(count, type));
+    if (!source.device) fail(op, "pinHalf takes a device address");
+    id = cuda::pinHalf(source.data, count, type);
+  });
+  return Napi::Number::New(info.Env(), static_cast<double>(id));
+}
+
+Napi::Value UnpinHalf(const Napi::CallbackInfo& info) {
+  return guarded(info, [&] { cuda::unpinHalf(intArg(info, 0, "pinHalfCopies", "id")); });
 }
 
 Napi::Value Release(const Napi::CallbackInfo& info) {
@@ -129,6 +151,8 @@ void registerDevice(Napi::Env env, Napi::Object exports) {
   exports.Set("copyDevice", Napi::Function::New(env, CopyDevice, "copyDevice"));
   exports.Set("memoryInfo", Napi::Function::New(env, MemoryInfo, "memoryInfo"));
   exports.Set("releaseScratch", Napi::Function::New(env, ReleaseScratch, "releaseScratch"));
+  exports.Set("pinHalf", Napi::Function::New(env, PinHalf, "pinHalf"));
+  exports.Set("unpinHalf", Napi::Function::New(env, UnpinHalf, "unpinHalf"));
   exports.Set("cublasStatus", Napi::Function::New(env, CublasStatus, "cublasStatus"));
 #endif
 }

@@ -39,8 +39,8 @@ struct MemoryInfo {
 };
 MemoryInfo memoryInfo();
 
-// Zero-initialised device memory.
-void* allocate(size_t bytes);
+// Device memory from the stream-ordered pool, zero-initialised unless `zero` is false.
+void* allocate(size_t bytes, bool zero = true);
 void release(void* pointer);
 void copyToDevice(void* destination, const void* source, size_t bytes);
 void copyToHost(void* destination, const void* source, size_t bytes);
@@ -50,6 +50,13 @@ void copyDevice(void* destination, const void* source, size_t bytes);
 void synchronize();
 // Frees the ops' scratch buffers (they are allocated again on demand).
 void releaseScratch();
+
+// A scaled fp16 copy of an f32 or bf16 tensor (half_scale.cuh), made now in stream order and read by the
+// profiler-precision GEMMs (exact matmul, matmulBackward) in place of a fresh conversion until `unpinHalf(id)`.
+// The caller must not change the tensor meanwhile. Returns the pin's id: 0, and no copy, when the profiling
+// precision is not "f16" (MOA_CUDA_BACKWARD_PRECISION), which reads no fp16 copies.
+int64_t pinHalf(const void* source, int64_t count, DType type);
+void unpinHalf(int64_t id);
 
 // out[m, n] = x[m, k] · wᵀ (+ bias[n]) through cuBLAS: bf16/f16 weights multiply x rounded to the same 16-bit
 // type with fp32 accumulation (exact: x as bf16 hi + lo for bf16 weights, fp32 GEMMs over widened panels for f16

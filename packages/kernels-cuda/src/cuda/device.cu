@@ -204,7 +204,7 @@ void releaseScratch() {
   }
 }
 
-void* allocate(size_t bytes) {
+void* allocate(size_t bytes, bool zero) {
   const size_t size = bytes == 0 ? 1 : bytes;
   void* pointer = nullptr;
   cudaError_t status = cudaMallocAsync(&pointer, size, tensorPool(), 0);
@@ -223,7 +223,7 @@ void* allocate(size_t bytes) {
     cudaGetLastError();
     check("empty", status, detail);
   }
-  status = cudaMemsetAsync(pointer, 0, bytes, 0);
+  status = zero ? cudaMemsetAsync(pointer, 0, bytes, 0) : cudaSuccess;
   if (status != cudaSuccess) {
     cudaFreeAsync(pointer, 0);
     check("empty", status, std::to_string(bytes) + " bytes");

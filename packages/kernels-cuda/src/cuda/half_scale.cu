@@ -28,6 +28,7 @@ struct Jobs {
   float* scales;      // [kMaxJobs]
   float* alphaBeta;   // [2] or null
   float beta;
+  const float* otherScale;  // the second GEMM operand's scale when it is not a job here (a pin), or null
 };
 
 __device__ __forceinline__ float load(const HalfJob& job, int64_t i) {
@@ -134,16 +135,24 @@ __global__ void copyKernel(Jobs jobs) {
   if (blockIdx.x % jobs.blocksPerJob == 0 && threadIdx.x == 0) {
     jobs.scales[j] = s;
     if (j == 0 && jobs.alphaBeta != nullptr) {
-      jobs.alphaBeta[0] = 1.0f / (s * scaleFor(jobs.maxBits[1]));  // with one job: maxBits[1] = 0, scale 1
+      // With one job maxBits[1] = 0, whose scale is 1.
+      const float other = jobs.otherScale != nullptr ? *jobs.otherScale : scaleFor(jobs.maxBits[1]);
+      jobs.alphaBeta[0] = 1.0f / (s * other);
       jobs.alphaBeta[1] = jobs.beta;
     }
   }
 }
 
+// alpha = 1 / (s_x · s_w) and beta for a GEMM whose operands are both pinned.
+__global__ void gemmScalarsKernel(float* alphaBeta, const float* xScale, const float* wScale, float beta) {
+  alphaBeta[0] = 1.0f / (*xScale * (wScale != nullptr ? *wScale : 1.0f));
+  alphaBeta[1] = beta;
+}
+
 }  // namespace
 
 HalfScales toScaledHalves(const HalfJob* list, int count, float gemmBeta, const std::string& op,
-                          const std::string& sizes) {
+                          const std::string& sizes, const float* otherScale) {
   if (count < 1 || count > kMaxJobs) throw std::runtime_error(op + ": toScaledHalves takes 1 to 4 tensors");
   // [0, 4): maxima, [4, 8): scales, [8, 10): alpha, beta. One fixed buffer: every op uses it in stream order.
   auto* base = static_cast<float*>(scratch(ScratchSlot::Scales, 16 * sizeof(float), op));
@@ -158,6 +167,7 @@ HalfScales toScaledHalves(const HalfJob* list, int count, float gemmBeta, const 
   jobs.scales = base + 4;
   jobs.alphaBeta = gemmBeta >= 0.0f ? base + 8 : nullptr;
   jobs.beta = gemmBeta;
+  jobs.otherScale = count == 1 ? otherScale : nullptr;
   // Enough blocks per job to fill the GPU with the largest one; small tensors leave some idle.
   jobs.blocksPerJob = static_cast<int>(std::min<int64_t>(
       std::max<int64_t>(1, (largest + kThreads * 32 - 1) / (kThreads * 32)), 4 * multiprocessorCount()));
@@ -172,18 +182,30 @@ HalfScales toScaledHalves(const HalfJob* list, int count, float gemmBeta, const 
 
 HalfGemmOperands scaledGemmOperands(const float* x, int64_t xCount, const void* w, bool halfWeight, int64_t wCount,
                                     float beta, const std::string& op, const std::string& sizes) {
-  const int64_t xSlots = (xCount + 7) / 8 * 8;  // keeps the weight's copy 16-byte aligned
-  auto* xHalf = static_cast<__half*>(
-      scratch(ScratchSlot::Half, static_cast<size_t>(xSlots + (halfWeight ? 0 : wCount)) * 2, op));
-  if (halfWeight) {
-    // An f16 weight is used as it is (s_w = 1: the second maximum stays 0, whose scale is 1): its values are
-    // already the checkpoint's, so a copy would only cost a pass over it.
-    const HalfJob jobs[1] = {{x, xHalf, xCount, SourceType::F32}};
-    return {xHalf, w, toScaledHalves(jobs, 1, beta, op, sizes).alphaBeta};
+  // An f16 weight is used as it is (s_w = 1): its values are already the checkpoint's, so a copy would only cost
+  // a pass over it.
+  const PinnedHalf* xPin = findPinnedHalf(x, xCount);
+  const PinnedHalf* wPin = halfWeight ? nullptr : findPinnedHalf(w, wCount);
+  const int64_t xSlots = xPin != nullptr ? 0 : (xCount + 7) / 8 * 8;  // keeps the weight's copy 16-byte aligned
+  const int64_t wSlots = halfWeight || wPin != nullptr ? 0 : wCount;
+  auto* buffer = xSlots + wSlots == 0 ? nullptr
+                                      : static_cast<__half*>(scratch(ScratchSlot::Half,
+                                                                     static_cast<size_t>(xSlots + wSlots) * 2, op));
+  const void* xHalf = xPin != nullptr ? xPin->half : buffer;
+  const void* wHalf = halfWeight ? w : wPin != nullptr ? wPin->half : buffer + xSlots;
+  HalfJob jobs[2];
+  int count = 0;
+  if (xPin == nullptr) jobs[count++] = {x, buffer, xCount, SourceType::F32};
+  if (wSlots > 0) jobs[count++] = {w, buffer + xSlots, wCount, SourceType::BF16};
+  if (count == 2) return {xHalf, wHalf, toScaledHalves(jobs, 2, beta, op, sizes).alphaBeta};
+  if (count == 1) {
+    const float* other = xPin != nullptr ? xPin->scale : wPin != nullptr ? wPin->scale : nullptr;
+    return {xHalf, wHalf, toScaledHalves(jobs, 1, beta, op, sizes, other).alphaBeta};
   }
-  __half* wHalf = xHalf + xSlots;
-  const HalfJob jobs[2] = {{x, xHalf, xCount, SourceType::F32}, {w, wHalf, wCount, SourceType::BF16}};
-  return {xHalf, wHalf, toScaledHalves(jobs, 2, beta, op, sizes).alphaBeta};
+  auto* alphaBeta = static_cast<float*>(scratch(ScratchSlot::Scales, 16 * sizeof(float), op)) + 8;
+  gemmScalarsKernel<<<1, 1>>>(alphaBeta, xPin->scale, wPin != nullptr ? wPin->scale : nullptr, beta);
+  checkLaunch(op, "GEMM scales, " + sizes);
+  return {xHalf, wHalf, alphaBeta};
 }
 
 }  // namespace moa::cuda

@@ -27,13 +27,27 @@ struct HalfScales {
 };
 
 // Converts up to 4 tensors in two launches on the stream (maximum, then copy). With `gemmBeta` ≥ 0 it also
-// writes alpha/beta for a GEMM of jobs 0 and 1.
+// writes alpha/beta for a GEMM of jobs 0 and 1 (one job: of job 0 and `otherScale`, a device float, or 1 when
+// null).
 HalfScales toScaledHalves(const HalfJob* jobs, int count, float gemmBeta, const std::string& op,
-                          const std::string& sizes);
+                          const std::string& sizes, const float* otherScale = nullptr);
+
+// A scaled fp16 copy kept until unpinned (cuda_ops.h: pinHalf): `half` holds the copy of `count` elements of
+// `source`, `scale` (device) its power of two.
+struct PinnedHalf {
+  const void* source;
+  int64_t count;
+  void* half;
+  float* scale;
+};
+
+// The pinned copy of exactly these `count` elements at `source`, or null.
+const PinnedHalf* findPinnedHalf(const void* source, int64_t count);
 
 // The operands of one GEMM against a 16-bit weight (bf16 or f16, `halfWeight` true for f16): an fp32 activation of
 // `xCount` elements as a scaled fp16 copy in the Half scratch buffer, a bf16 weight of `wCount` too (an f16 weight
-// is used as it is, s_w = 1), with alpha = 1 / (s_x · s_w) and beta on the device.
+// is used as it is, s_w = 1), with alpha = 1 / (s_x · s_w) and beta on the device. An operand with a pinned copy
+// (pinHalf) is not converted again: the pin's copy and scale are the same bits a conversion would give.
 struct HalfGemmOperands {
   const void* x;
   const void* w;

@@ -212,6 +212,55 @@ describe("matmul with exact inputs (the profiler's forward)", () => {
   }
 });
 
+describe("pinHalfCopies (operand copies made once for the profiler's GEMMs)", () => {
+  it("pinned x and bf16 w give the same bits as fresh conversions, in matmul and matmulBackward", () => {
+    const [m, n, k] = [257, 192, 320];
+    const x = cuda.fromHost(
+      "f32",
+      [m, k],
+      random(m * k).map((v, i) => v * (i % 7 === 0 ? 1e-5 : 3)),
+    );
+    const w = cuda.fromHost("bf16", [n, k], toBf16Bits(random(n * k, -0.2, 0.2)));
+    const dy = cuda.fromHost("f32", [m, n], random(m * n, -1e-3, 1e-3));
+    const run = () => {
+      const out = poisoned([m, n]);
+      cuda.matmul(out, x, w, undefined, true);
+      const dx = poisoned([m, k]);
+      cuda.matmulBackward(dx, dy, w);
+      return [host(cuda, out), host(cuda, dx)];
+    };
+    const fresh = run();
+    assert.equal(cuda.halfCopyBytes([x, w, w]), 2 * (m * k + n * k));
+    for (const pinned of [[w], [x], [x, w]]) {
+      const release = cuda.pinHalfCopies(pinned);
+      const again = cuda.pinHalfCopies(pinned); // a second holder shares the copies
+      const [out, dx] = run();
+      release();
+      assert.deepEqual(run()[0], fresh[0], "after one of two releases the copy is still right");
+      again();
+      release(); // twice is harmless
+      assert.deepEqual(out, fresh[0], `matmul with ${pinned.length} pinned operand(s)`);
+      assert.deepEqual(dx, fresh[1], `matmulBackward with ${pinned.length} pinned operand(s)`);
+    }
+  });
+
+  it("freeing a pinned tensor drops its copy: a new tensor at the same address is converted afresh", () => {
+    const [m, n, k] = [64, 96, 128];
+    const x = cuda.fromHost("f32", [m, k], random(m * k));
+    const first = cuda.fromHost("bf16", [n, k], toBf16Bits(random(n * k)));
+    const release = cuda.pinHalfCopies([first]);
+    cuda.free(first);
+    release();
+    const values = toBf16Bits(random(n * k, -3, 3));
+    const second = cuda.fromHost("bf16", [n, k], values);
+    const out = poisoned([m, n]);
+    cuda.matmul(out, x, second, undefined, true);
+    const ref = poisoned([m, n]);
+    cuda.matmul(ref, x, cuda.fromHost("bf16", [n, k], values), undefined, true);
+    assert.deepEqual(host(cuda, out), host(cuda, ref));
+  });
+});
+
 describe("elementwise ops", () => {
   for (const [rows, dim] of [
     [1, 1],

@@ -1,0 +1,84 @@
+// Pinned scaled-fp16 copies (half_scale.cuh: pinHalf). A copy is made once, in stream order, into memory of its
+// own, with its scale in a device float beside it; the profiler's GEMMs find it by the source's address and
+// element count. The registry is a short list: a pass pins a model's weights (a few hundred) and an activation
+// or two at a time, and a lookup is a linear scan of pointers, far below a GEMM's launch cost.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+
+#include "cuda/backward_precision.cuh"
+#include "cuda/check.cuh"
+#include "cuda/cuda_ops.h"
+#include "cuda/half_scale.cuh"
+
+namespace moa::cuda {
+namespace {
+
+std::mutex pinsMutex;
+std::unordered_map<int64_t, PinnedHalf> pins;
+// Source address → pin id, for the lookup of every scaled GEMM.
+std::unordered_map<const void*, int64_t> bySource;
+int64_t nextId = 1;
+
+SourceType sourceType(DType type, const std::string& op) {
+  switch (type) {
+    case DType::F32:
+      return SourceType::F32;
+    case DType::BF16:
+      return SourceType::BF16;
+    default:
+      throw std::runtime_error(op + ": only f32 and bf16 tensors have scaled fp16 copies (f16 is used as it is)");
+  }
+}
+
+}  // namespace
+
+int64_t pinHalf(const void* source, int64_t count, DType type) {
+  const std::string op = "pinHalfCopies";
+  const std::string sizes = dims({{"count", count}});
+  const SourceType kind = sourceType(type, op);
+  // Only the default precision reads fp16 copies; under "split" or "bf16" a copy would never be read.
+  if (backwardPrecision() != BackwardPrecision::F16) return 0;
+  std::lock_guard<std::mutex> lock(pinsMutex);
+  if (bySource.count(source) != 0) throw std::runtime_error(op + ": this tensor already has a pinned copy");
+  // The halves, padded to 16 bytes, then the scale.
+  const size_t halfBytes = (static_cast<size_t>(count) * sizeof(__half) + 15) / 16 * 16;
+  auto* base = static_cast<char*>(allocate(halfBytes + 16, false));
+  PinnedHalf pin{source, count, base, reinterpret_cast<float*>(base + halfBytes)};
+  try {
+    const HalfJob job{source, pin.half, count, kind};
+    const HalfScales scales = toScaledHalves(&job, 1, -1.0f, op, sizes);
+    check(op, cudaMemcpyAsync(pin.scale, scales.scales, sizeof(float), cudaMemcpyDeviceToDevice, 0), sizes);
+  } catch (...) {
+    release(base);
+    throw;
+  }
+  const int64_t id = nextId++;
+  pins.emplace(id, pin);
+  bySource.emplace(source, id);
+  return id;
+}
+
+void unpinHalf(int64_t id) {
+  std::lock_guard<std::mutex> lock(pinsMutex);
+  const auto found = pins.find(id);
+  if (found == pins.end()) return;
+  bySource.erase(found->second.source);
+  release(found->second.half);
+  pins.erase(found);
+}
+
+const PinnedHalf* findPinnedHalf(const void* source, int64_t count) {
+  std::lock_guard<std::mutex> lock(pinsMutex);
+  if (pins.empty()) return nullptr;
+  const auto id = bySource.find(source);
+  if (id == bySource.end()) return nullptr;
+  const PinnedHalf& pin = pins.at(id->second);
+  return pin.count == count ? &pin : nullptr;
+}
+
+}  // namespace moa::cuda
