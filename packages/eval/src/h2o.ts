@@ -19,8 +19,8 @@
  *
  * The executor runs the checkpoint's weights through the same backend ops as @moa/runtime's TransformerModel
  * (embedding, RMSNorm, projections, RoPE, SiLU·mul); only attention differs. Prefill attention output comes
- * from the backend's dense causal kernel and the scores from per-head `q·kᵀ` matmuls on the backend with the
- * softmax on the host; decode attention runs on the host over the compacted cache.
+ * from the backend's dense causal kernel and the scores from its `attentionColumnSums` (on CUDA nothing n×n leaves
+ * the GPU: n floats per KV head come back); decode attention runs on the host over the compacted cache.
  */
 import type { Model, ModelConfig, ModelWeights } from "@moa/runtime";
 import { argmax } from "@moa/runtime";
@@ -151,8 +151,6 @@ export class H2oSequence {
   }
 }
 
-/** Rows of the per-head score matmul computed at once during prefill. */
-const SCORE_CHUNK = 128;
 /** Rows of logits computed per lm_head call when every position's logits are wanted. */
 const LOGIT_CHUNK = 256;
 
@@ -327,69 +325,23 @@ export class H2oModel {
   /** Accumulated attention of every prompt token per KV head, then the kept tokens into the caches. */
   private fillCaches(seq: H2oSequence, layer: number, t: Activations, n: number): void {
     const b = this.backend;
-    const { heads, kvHeads, headDim: dim } = this.config;
-    const group = heads / kvHeads;
-    const q = b.toHost(t.q) as Float32Array;
+    const { kvHeads, headDim: dim } = this.config;
+    const sums = b.empty("f32", [n, kvHeads]);
+    let columns: Float32Array;
+    try {
+      b.attentionColumnSums(sums, t.q, t.k, Int32Array.of(0, n), this.scale);
+      columns = b.toHost(sums) as Float32Array;
+    } finally {
+      b.free(sums);
+    }
     const k = b.toHost(t.k) as Float32Array;
     const v = b.toHost(t.v) as Float32Array;
-    const headRows = (data: Float32Array, headCount: number, head: number): Float32Array => {
-      const out = new Float32Array(n * dim);
-      for (let p = 0; p < n; p++)
-        out.set(data.subarray((p * headCount + head) * dim, (p * headCount + head + 1) * dim), p * dim);
-      return out;
-    };
     for (let g = 0; g < kvHeads; g++) {
-      const scores = new Float64Array(n);
-      const keys = b.fromHost("f32", [n, dim], headRows(k, kvHeads, g));
-      try {
-        for (let h = g * group; h < (g + 1) * group; h++) {
-          const scaled = headRows(q, heads, h);
-          for (let e = 0; e < scaled.length; e++) scaled[e]! *= this.scale;
-          const queries = b.fromHost("f32", [n, dim], scaled);
-          try {
-            this.accumulateColumnSums(scores, queries, keys, n);
-          } finally {
-            b.free(queries);
-          }
-        }
-      } finally {
-        b.free(keys);
-      }
+      const scores = Float64Array.from({ length: n }, (_, p) => columns[p * kvHeads + g]!);
       const cache = seq.layers[layer]![g]!;
       for (const p of h2oPrefillKeep(scores, seq.budget)) {
         const at = (p * kvHeads + g) * dim;
         cache.push(p, k.subarray(at, at + dim), v.subarray(at, at + dim), scores[p]!);
-      }
-    }
-  }
-
-  /**
-   * scores[j] += Σ_i softmax_j(q_i·k_j) over causal rows i ≥ j: one head's attention column sums. `queries`
-   * are pre-scaled by the attention scale; the row softmax runs on the backend with future keys set to −∞.
-   */
-  private accumulateColumnSums(scores: Float64Array, queries: Tensor, keys: Tensor, n: number): void {
-    const b = this.backend;
-    for (let r0 = 0; r0 < n; r0 += SCORE_CHUNK) {
-      const rows = Math.min(SCORE_CHUNK, n - r0);
-      const cols = r0 + rows;
-      const out = b.empty("f32", [rows, cols]);
-      let probs: Float32Array;
-      try {
-        b.matmul(out, b.rows(queries, r0, rows), b.rows(keys, 0, cols));
-        const logits = b.toHost(out) as Float32Array;
-        // Row r is query i = r0 + r: keys j > i (the upper triangle of the diagonal block) are masked.
-        for (let r = 0; r < rows - 1; r++)
-          logits.fill(Number.NEGATIVE_INFINITY, r * cols + r0 + r + 1, (r + 1) * cols);
-        b.write(out, logits);
-        b.softmax(out, out);
-        probs = b.toHost(out) as Float32Array;
-      } finally {
-        b.free(out);
-      }
-      for (let r = 0; r < rows; r++) {
-        const end = r0 + r + 1;
-        const row = probs.subarray(r * cols, r * cols + end);
-        for (let j = 0; j < end; j++) scores[j]! += row[j]!;
       }
     }
   }

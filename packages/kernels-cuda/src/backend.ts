@@ -146,6 +146,14 @@ export interface Backend {
     stats?: Tensor,
   ): void;
 
+  /**
+   * Column sums of dense causal attention over packed sequences (H2O's heavy-hitter scores): out f32 [T, Hkv],
+   * out[t, g] = Σ over the query heads h of KV head g and the rows i ≥ t of t's sequence of
+   * softmax_j(scale · q[i, h]·k[j, g], j ≤ i) at j = t. q [T, Hq, D], k [T, Hkv, D], cuSeqlens as in
+   * attentionPrefill. Nothing T×T is stored; results do not depend on the thread count.
+   */
+  attentionColumnSums(out: Tensor, q: Tensor, k: Tensor, cuSeqlens: Int32Array, scale: number): void;
+
   /** Store k/v[T, Hkv, D] of tokens at absolute positions[T] (host) of sequence slots[T] (host) into the cache. */
   kvAppend(cache: KvCacheLayer, k: Tensor, v: Tensor, slots: Int32Array, positions: Int32Array): void;
 

@@ -315,6 +315,50 @@ export abstract class NativeBackend implements Backend {
     this.execute(true, [xt], [o], (ref) => this.addon.softmax(ref(o), ref(xt), rows, cols));
   }
 
+  attentionColumnSums(out: Tensor, q: Tensor, k: Tensor, cuSeqlens: Int32Array, scale: number): void {
+    const args = new OpArgs("attentionColumnSums", this.name, { out, q, k });
+    const o = args.tensor("out", out, F32);
+    const qt = args.tensor("q", q, F32);
+    const kt = args.tensor("k", k, F32);
+    args.rank("q", qt, 3);
+    args.rank("k", kt, 3);
+    const [tokens, queryHeads, headDim] = qt.shape as [number, number, number];
+    const kvHeads = kt.shape[1]!;
+    if (kt.shape[0] !== tokens || kt.shape[2] !== headDim) {
+      args.fail("k must be [tokens, kvHeads, headDim] with q's tokens and headDim");
+    }
+    if (kvHeads < 1 || queryHeads % kvHeads !== 0) {
+      args.fail(`query heads (${queryHeads}) must be a multiple of KV heads (${kvHeads})`);
+    }
+    args.shape("out", o, [tokens, kvHeads]);
+    args.noOverlap("out", o, "q", qt);
+    args.noOverlap("out", o, "k", kt);
+    args.int32Array("cuSeqlens", cuSeqlens);
+    const sequences = cuSeqlens.length - 1;
+    if (sequences < 1 || cuSeqlens[0] !== 0 || cuSeqlens[sequences] !== tokens) {
+      args.fail(`cuSeqlens must run from 0 to the ${tokens} tokens, got [${cuSeqlens.join(", ")}]`);
+    }
+    for (let s = 0; s < sequences; s++) {
+      if (cuSeqlens[s + 1]! < cuSeqlens[s]!)
+        args.fail(`cuSeqlens must not decrease, got [${cuSeqlens.join(", ")}]`);
+    }
+    args.finite("scale", scale);
+    this.execute(true, [qt, kt], [o], (ref) =>
+      this.addon.attentionColumnSums(
+        ref(o),
+        ref(qt),
+        ref(kt),
+        cuSeqlens,
+        sequences,
+        tokens,
+        queryHeads,
+        kvHeads,
+        headDim,
+        scale,
+      ),
+    );
+  }
+
   attentionPrefill(
     out: Tensor,
     q: Tensor,

@@ -76,6 +76,18 @@ export interface NativeAddon {
     scale: number,
     mask: NativeMask | null,
   ): void;
+  attentionColumnSums(
+    out: NativeRef,
+    q: NativeRef,
+    k: NativeRef,
+    cuSeqlens: Int32Array,
+    sequences: number,
+    tokens: number,
+    queryHeads: number,
+    kvHeads: number,
+    headDim: number,
+    scale: number,
+  ): void;
   attentionPrefillStats(
     out: NativeRef,
     stats: NativeRef,

@@ -241,6 +241,41 @@ Napi::Value AttentionPrefill(const Napi::CallbackInfo& info) {
   });
 }
 
+// attentionColumnSums(out, q, k, cuSeqlens, sequences, tokens, queryHeads, kvHeads, headDim, scale)
+Napi::Value AttentionColumnSums(const Napi::CallbackInfo& info) {
+  const std::string op = "attentionColumnSums";
+  return guarded(info, [&] {
+    const int64_t sequences = intArg(info, 4, op, "sequences");
+    const int64_t tokens = intArg(info, 5, op, "tokens");
+    const cpu::AttentionDims dims{intArg(info, 6, op, "queryHeads", 1), intArg(info, 7, op, "kvHeads", 1),
+                                  intArg(info, 8, op, "headDim", 1)};
+    if (dims.queryHeads % dims.kvHeads != 0) fail(op, "queryHeads must be a multiple of kvHeads");
+    const float scale = floatArg(info, 9, op, "scale");
+    const int32_t* cuSeqlens =
+        hostArrayArg<int32_t>(info, 3, op, "cuSeqlens", napi_int32_array, static_cast<size_t>(sequences) + 1);
+    for (int64_t s = 0; s <= sequences; ++s) {
+      const int32_t previous = s == 0 ? 0 : cuSeqlens[s - 1];
+      if (cuSeqlens[s] < previous || cuSeqlens[s] > tokens || (s == sequences && cuSeqlens[s] != tokens)) {
+        fail(op, "cuSeqlens must rise from 0 to the " + std::to_string(tokens) + " tokens; cuSeqlens[" +
+                     std::to_string(s) + "] = " + std::to_string(cuSeqlens[s]));
+      }
+    }
+    const Ref out = tensorArg(info, 0, op, "out", mul(op, tokens, dims.kvHeads) * F32);
+    const Ref q = tensorArg(info, 1, op, "q", mul(op, tokens, dims.queryHeads, dims.headDim) * F32);
+    const Ref k = tensorArg(info, 2, op, "k", mul(op, tokens, dims.kvHeads, dims.headDim) * F32);
+    if (onDevice(op, {out, q, k})) {
+#ifdef MOA_WITH_CUDA
+      cuda::attentionColumnSums(static_cast<float*>(out.data), static_cast<const float*>(q.data),
+                                static_cast<const float*>(k.data), cuSeqlens, sequences, dims.queryHeads,
+                                dims.kvHeads, dims.headDim, scale);
+#endif
+      return;
+    }
+    cpu::attentionColumnSums(static_cast<float*>(out.data), static_cast<const float*>(q.data),
+                             static_cast<const float*>(k.data), cuSeqlens, sequences, dims, scale);
+  });
+}
+
 // Reads the cache arguments starting at `first`:
 // cacheK, cacheV, entries, kvHeads, headDim, sinkTokens, ringCap, regionOffset, slots (count of slot regions).
 // `cacheType` is the element type of cacheK/cacheV (F32; BF16 on the GPU only).
@@ -365,6 +400,7 @@ void registerOps(Napi::Env env, Napi::Object exports) {
   exports.Set("add", Napi::Function::New(env, Add, "add"));
   exports.Set("softmax", Napi::Function::New(env, Softmax, "softmax"));
   exports.Set("attentionPrefill", Napi::Function::New(env, AttentionPrefill, "attentionPrefill"));
+  exports.Set("attentionColumnSums", Napi::Function::New(env, AttentionColumnSums, "attentionColumnSums"));
   exports.Set("kvAppend", Napi::Function::New(env, KvAppend, "kvAppend"));
   exports.Set("attentionDecode", Napi::Function::New(env, AttentionDecode, "attentionDecode"));
 }

@@ -54,6 +54,12 @@ void attentionPrefill(float* out, const float* q, const float* k, const float* v
                       int64_t sequences, const AttentionDims& dims, float scale, const MaskRule& mask,
                       float* stats = nullptr);
 
+// Column sums of dense causal attention (the heavy-hitter scores of H2O): out[t, g] = Σ over the query heads h of
+// KV head g and the rows i ≥ t of t's sequence of softmax_j(scale · q[i, h]·k[j, g], j ≤ i) at j = t. out is
+// [T, Hkv]. Rows are processed in fixed blocks and summed in a fixed order, so results do not depend on threads.
+void attentionColumnSums(float* out, const float* q, const float* k, const int32_t* cuSeqlens, int64_t sequences,
+                         const AttentionDims& dims, float scale);
+
 // One layer of the elastic KV cache (backend.ts: KvCacheLayer), host pointers.
 struct KvCache {
   float* k;                     // [entries, headDim]

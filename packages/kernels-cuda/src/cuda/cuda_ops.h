@@ -82,6 +82,11 @@ struct AttentionDims {
   int64_t headDim;
 };
 
+// Column sums of dense causal attention probabilities, out [T, Hkv] (cpu/ops.h: attentionColumnSums); cuSeqlens
+// is a host array.
+void attentionColumnSums(float* out, const float* q, const float* k, const int32_t* cuSeqlens, int64_t sequences,
+                         int64_t queryHeads, int64_t kvHeads, int64_t headDim, float scale);
+
 // Causal attention over packed sequences (cpu/ops.h: attentionPrefill); `type` is the element type of
 // q, k, v and out (F32 or BF16). cuSeqlens is a host array. Tiles outside a head's mask are never loaded.
 void attentionPrefill(void* out, const void* q, const void* k, const void* v, DType type, const int32_t* cuSeqlens,

@@ -261,6 +261,44 @@ describe("pinHalfCopies (operand copies made once for the profiler's GEMMs)", ()
   });
 });
 
+describe("attentionColumnSums (H2O scores) against the CPU reference", () => {
+  const cases: [number[], number, number, number][] = [
+    [[1, 63, 64, 65], 2, 1, 64],
+    [[4100], 6, 2, 64],
+    [[700, 1300], 32, 8, 128],
+    [[333], 5, 5, 40],
+  ];
+  for (const [lengths, hq, hkv, d] of cases) {
+    it(`sequences ${lengths.join("+")}, ${hq}/${hkv} heads, head ${d}`, () => {
+      const tokens = lengths.reduce((a, b) => a + b, 0);
+      const cuSeqlens = Int32Array.from([
+        0,
+        ...lengths.map((_, i) => lengths.slice(0, i + 1).reduce((a, b) => a + b)),
+      ]);
+      const q = random(tokens * hq * d, -2, 2);
+      const k = random(tokens * hkv * d, -2, 2);
+      const scale = 1 / Math.sqrt(d);
+      const run = (b: Backend) => {
+        const out = b.empty("f32", [tokens, hkv]);
+        b.attentionColumnSums(
+          out,
+          b.fromHost("f32", [tokens, hq, d], q),
+          b.fromHost("f32", [tokens, hkv, d], k),
+          cuSeqlens,
+          scale,
+        );
+        return host(b, out);
+      };
+      const gpu = run(cuda);
+      const ref = run(cpu);
+      const label = `attentionColumnSums ${lengths.join("+")} ${hq}/${hkv} d${d}`;
+      report(label, difference(gpu, ref));
+      assertClose(gpu, ref, 1e-5, label);
+      assert.deepEqual(run(cuda), gpu, "deterministic");
+    });
+  }
+});
+
 describe("elementwise ops", () => {
   for (const [rows, dim] of [
     [1, 1],
