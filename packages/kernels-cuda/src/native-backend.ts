@@ -320,28 +320,11 @@ export abstract class NativeBackend implements Backend {
     const o = args.tensor("out", out, F32);
     const qt = args.tensor("q", q, F32);
     const kt = args.tensor("k", k, F32);
-    args.rank("q", qt, 3);
-    args.rank("k", kt, 3);
-    const [tokens, queryHeads, headDim] = qt.shape as [number, number, number];
-    const kvHeads = kt.shape[1]!;
-    if (kt.shape[0] !== tokens || kt.shape[2] !== headDim) {
-      args.fail("k must be [tokens, kvHeads, headDim] with q's tokens and headDim");
-    }
-    if (kvHeads < 1 || queryHeads % kvHeads !== 0) {
-      args.fail(`query heads (${queryHeads}) must be a multiple of KV heads (${kvHeads})`);
-    }
+    const { tokens, queryHeads, kvHeads, headDim } = attentionDims(args, qt, kt, "k");
     args.shape("out", o, [tokens, kvHeads]);
     args.noOverlap("out", o, "q", qt);
     args.noOverlap("out", o, "k", kt);
-    args.int32Array("cuSeqlens", cuSeqlens);
-    const sequences = cuSeqlens.length - 1;
-    if (sequences < 1 || cuSeqlens[0] !== 0 || cuSeqlens[sequences] !== tokens) {
-      args.fail(`cuSeqlens must run from 0 to the ${tokens} tokens, got [${cuSeqlens.join(", ")}]`);
-    }
-    for (let s = 0; s < sequences; s++) {
-      if (cuSeqlens[s + 1]! < cuSeqlens[s]!)
-        args.fail(`cuSeqlens must not decrease, got [${cuSeqlens.join(", ")}]`);
-    }
+    const sequences = checkCuSeqlens(args, cuSeqlens, tokens);
     args.finite("scale", scale);
     this.execute(true, [qt, kt], [o], (ref) =>
       this.addon.attentionColumnSums(
@@ -378,14 +361,7 @@ export abstract class NativeBackend implements Backend {
     args.rank("k", kt, 3);
     args.sameShape("k", kt, "v", vt);
     args.sameShape("out", o, "q", qt);
-    const [tokens, queryHeads, headDim] = qt.shape as [number, number, number];
-    const kvHeads = kt.shape[1]!;
-    if (kt.shape[0] !== tokens || kt.shape[2] !== headDim) {
-      args.fail("k and v must be [tokens, kvHeads, headDim] with q's tokens and headDim");
-    }
-    if (kvHeads < 1 || queryHeads % kvHeads !== 0) {
-      args.fail(`query heads (${queryHeads}) must be a multiple of KV heads (${kvHeads})`);
-    }
+    const { tokens, queryHeads, kvHeads, headDim } = attentionDims(args, qt, kt);
     for (const [name, t] of [
       ["q", qt],
       ["k", kt],
@@ -393,15 +369,7 @@ export abstract class NativeBackend implements Backend {
     ] as const) {
       args.noOverlap("out", o, name, t);
     }
-    args.int32Array("cuSeqlens", cuSeqlens);
-    const sequences = cuSeqlens.length - 1;
-    if (sequences < 1 || cuSeqlens[0] !== 0 || cuSeqlens[sequences] !== tokens) {
-      args.fail(`cuSeqlens must run from 0 to the ${tokens} tokens, got [${cuSeqlens.join(", ")}]`);
-    }
-    for (let s = 0; s < sequences; s++) {
-      if (cuSeqlens[s + 1]! < cuSeqlens[s]!)
-        args.fail(`cuSeqlens must not decrease, got [${cuSeqlens.join(", ")}]`);
-    }
+    const sequences = checkCuSeqlens(args, cuSeqlens, tokens);
     args.finite("scale", scale);
     if (stats !== undefined) {
       const st = args.tensor("stats", stats, F32);
@@ -561,16 +529,7 @@ export abstract class NativeBackend implements Backend {
     const vt = args.tensor("v", v, F32);
     const ot = args.tensor("out", out, F32);
     const st = args.tensor("stats", stats, F32);
-    args.rank("q", qt, 3);
-    args.rank("k", kt, 3);
-    const [tokens, queryHeads, headDim] = qt.shape as [number, number, number];
-    const kvHeads = kt.shape[1]!;
-    if (kt.shape[0] !== tokens || kt.shape[2] !== headDim) {
-      args.fail("k and v must be [tokens, kvHeads, headDim] with q's tokens and headDim");
-    }
-    if (kvHeads < 1 || queryHeads % kvHeads !== 0) {
-      args.fail(`query heads (${queryHeads}) must be a multiple of KV heads (${kvHeads})`);
-    }
+    const { tokens, queryHeads, kvHeads, headDim } = attentionDims(args, qt, kt);
     args.sameShape("k", kt, "v", vt);
     args.sameShape("dk", dkt, "k", kt);
     args.sameShape("dv", dvt, "k", kt);
@@ -777,6 +736,29 @@ export abstract class NativeBackend implements Backend {
  */
 function hasAttentionKernel(headDim: number): boolean {
   return headDim === 64 || headDim === 128;
+}
+
+/**
+ * The sizes of attention's q [T, Hq, D] and k (or k and v) [T, Hkv, D], checked: same tokens and head dim, query
+ * heads a multiple of the KV heads.
+ */
+function attentionDims(
+  args: OpArgs,
+  qt: NativeTensor,
+  kt: NativeTensor,
+  what = "k and v",
+): { tokens: number; queryHeads: number; kvHeads: number; headDim: number } {
+  args.rank("q", qt, 3);
+  args.rank("k", kt, 3);
+  const [tokens, queryHeads, headDim] = qt.shape as [number, number, number];
+  const kvHeads = kt.shape[1]!;
+  if (kt.shape[0] !== tokens || kt.shape[2] !== headDim) {
+    args.fail(`${what} must be [tokens, kvHeads, headDim] with q's tokens and headDim`);
+  }
+  if (kvHeads < 1 || queryHeads % kvHeads !== 0) {
+    args.fail(`query heads (${queryHeads}) must be a multiple of KV heads (${kvHeads})`);
+  }
+  return { tokens, queryHeads, kvHeads, headDim };
 }
 
 /** Checks cuSeqlens (0 … tokens, non-decreasing) and returns the number of sequences. */

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "cpu/common.h"
+#include "cpu/ops.h"
 
 namespace moa::binding {
 
@@ -173,5 +174,28 @@ Napi::Value guarded(const Napi::CallbackInfo& info, Body body) {
 void registerOps(Napi::Env env, Napi::Object exports);
 void registerDevice(Napi::Env env, Napi::Object exports);
 void registerBackwardOps(Napi::Env env, Napi::Object exports);
+
+// Reads cuSeqlens (host Int32Array of sequences + 1 entries rising from ≥ 0 to ≤ tokens) at `index`.
+inline const int32_t* cuSeqlensArg(const Napi::CallbackInfo& info, size_t index, const std::string& op,
+                                   int64_t sequences, int64_t tokens) {
+  const int32_t* cuSeqlens =
+      hostArrayArg<int32_t>(info, index, op, "cuSeqlens", napi_int32_array, static_cast<size_t>(sequences) + 1);
+  for (int64_t s = 0; s <= sequences; ++s) {
+    const int32_t previous = s == 0 ? 0 : cuSeqlens[s - 1];
+    if (cuSeqlens[s] < previous || cuSeqlens[s] > tokens) {
+      fail(op, "cuSeqlens must rise from ≥ 0 to ≤ " + std::to_string(tokens) + " tokens; cuSeqlens[" +
+                   std::to_string(s) + "] = " + std::to_string(cuSeqlens[s]));
+    }
+  }
+  return cuSeqlens;
+}
+
+// queryHeads, kvHeads, headDim at `first` … first + 2, the query heads a multiple of the KV heads.
+inline cpu::AttentionDims attentionDimsArg(const Napi::CallbackInfo& info, size_t first, const std::string& op) {
+  const cpu::AttentionDims dims{intArg(info, first, op, "queryHeads", 1), intArg(info, first + 1, op, "kvHeads", 1),
+                                intArg(info, first + 2, op, "headDim", 1)};
+  if (dims.queryHeads % dims.kvHeads != 0) fail(op, "queryHeads must be a multiple of kvHeads");
+  return dims;
+}
 
 }  // namespace moa::binding

@@ -15,28 +15,6 @@ namespace {
 
 constexpr size_t F32 = 4;
 
-// Reads cuSeqlens (host Int32Array of sequences + 1 entries rising from ≥ 0 to ≤ tokens) at `index`.
-const int32_t* cuSeqlensArg(const Napi::CallbackInfo& info, size_t index, const std::string& op, int64_t sequences,
-                            int64_t tokens) {
-  const int32_t* cuSeqlens =
-      hostArrayArg<int32_t>(info, index, op, "cuSeqlens", napi_int32_array, static_cast<size_t>(sequences) + 1);
-  for (int64_t s = 0; s <= sequences; ++s) {
-    const int32_t previous = s == 0 ? 0 : cuSeqlens[s - 1];
-    if (cuSeqlens[s] < previous || cuSeqlens[s] > tokens) {
-      fail(op, "cuSeqlens must rise from ≥ 0 to ≤ " + std::to_string(tokens) + " tokens; cuSeqlens[" +
-                   std::to_string(s) + "] = " + std::to_string(cuSeqlens[s]));
-    }
-  }
-  return cuSeqlens;
-}
-
-cpu::AttentionDims attentionDimsArg(const Napi::CallbackInfo& info, size_t first, const std::string& op) {
-  const cpu::AttentionDims dims{intArg(info, first, op, "queryHeads", 1), intArg(info, first + 1, op, "kvHeads", 1),
-                                intArg(info, first + 2, op, "headDim", 1)};
-  if (dims.queryHeads % dims.kvHeads != 0) fail(op, "queryHeads must be a multiple of kvHeads");
-  return dims;
-}
-
 // attentionPrefillStats(out, stats, q, k, v, cuSeqlens, sequences, tokens, queryHeads, kvHeads, headDim, scale)
 Napi::Value AttentionPrefillStats(const Napi::CallbackInfo& info) {
   const std::string op = "attentionPrefill";

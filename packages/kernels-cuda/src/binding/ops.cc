@@ -208,20 +208,10 @@ Napi::Value AttentionPrefill(const Napi::CallbackInfo& info) {
   return guarded(info, [&] {
     const int64_t sequences = intArg(info, 5, op, "sequences");
     const int64_t tokens = intArg(info, 6, op, "tokens");
-    const cpu::AttentionDims dims{intArg(info, 7, op, "queryHeads", 1), intArg(info, 8, op, "kvHeads", 1),
-                             intArg(info, 9, op, "headDim", 1)};
-    if (dims.queryHeads % dims.kvHeads != 0) fail(op, "queryHeads must be a multiple of kvHeads");
+    const cpu::AttentionDims dims = attentionDimsArg(info, 7, op);
     const float scale = floatArg(info, 10, op, "scale");
     const MaskRule mask = maskArg(info, 11, op, dims.queryHeads);
-    const int32_t* cuSeqlens =
-        hostArrayArg<int32_t>(info, 4, op, "cuSeqlens", napi_int32_array, static_cast<size_t>(sequences) + 1);
-    for (int64_t s = 0; s <= sequences; ++s) {
-      const int32_t previous = s == 0 ? 0 : cuSeqlens[s - 1];
-      if (cuSeqlens[s] < previous || cuSeqlens[s] > tokens) {
-        fail(op, "cuSeqlens must rise from ≥ 0 to ≤ " + std::to_string(tokens) + " tokens; cuSeqlens[" +
-                     std::to_string(s) + "] = " + std::to_string(cuSeqlens[s]));
-      }
-    }
+    const int32_t* cuSeqlens = cuSeqlensArg(info, 4, op, sequences, tokens);
     const size_t qBytes = mul(op, tokens, dims.queryHeads, dims.headDim) * F32;
     const size_t kvBytes = mul(op, tokens, dims.kvHeads, dims.headDim) * F32;
     const Ref out = tensorArg(info, 0, op, "out", qBytes);
@@ -247,19 +237,9 @@ Napi::Value AttentionColumnSums(const Napi::CallbackInfo& info) {
   return guarded(info, [&] {
     const int64_t sequences = intArg(info, 4, op, "sequences");
     const int64_t tokens = intArg(info, 5, op, "tokens");
-    const cpu::AttentionDims dims{intArg(info, 6, op, "queryHeads", 1), intArg(info, 7, op, "kvHeads", 1),
-                                  intArg(info, 8, op, "headDim", 1)};
-    if (dims.queryHeads % dims.kvHeads != 0) fail(op, "queryHeads must be a multiple of kvHeads");
+    const cpu::AttentionDims dims = attentionDimsArg(info, 6, op);
     const float scale = floatArg(info, 9, op, "scale");
-    const int32_t* cuSeqlens =
-        hostArrayArg<int32_t>(info, 3, op, "cuSeqlens", napi_int32_array, static_cast<size_t>(sequences) + 1);
-    for (int64_t s = 0; s <= sequences; ++s) {
-      const int32_t previous = s == 0 ? 0 : cuSeqlens[s - 1];
-      if (cuSeqlens[s] < previous || cuSeqlens[s] > tokens || (s == sequences && cuSeqlens[s] != tokens)) {
-        fail(op, "cuSeqlens must rise from 0 to the " + std::to_string(tokens) + " tokens; cuSeqlens[" +
-                     std::to_string(s) + "] = " + std::to_string(cuSeqlens[s]));
-      }
-    }
+    const int32_t* cuSeqlens = cuSeqlensArg(info, 3, op, sequences, tokens);
     const Ref out = tensorArg(info, 0, op, "out", mul(op, tokens, dims.kvHeads) * F32);
     const Ref q = tensorArg(info, 1, op, "q", mul(op, tokens, dims.queryHeads, dims.headDim) * F32);
     const Ref k = tensorArg(info, 2, op, "k", mul(op, tokens, dims.kvHeads, dims.headDim) * F32);
