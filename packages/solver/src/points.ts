@@ -59,7 +59,8 @@ export function solvePoint(
  */
 export class PointPool {
   private readonly workers: Worker[] = [];
-  private failure: Error | undefined;
+  /** Workers that have exited: their points fall to this thread. */
+  private readonly gone = new Set<Worker>();
 
   constructor(
     private readonly highs: Highs,
@@ -72,15 +73,18 @@ export class PointPool {
     const input: PointWorkerInput = { structure };
     for (let i = 1; i < threads; i++) {
       const worker = new Worker(source, { workerData: input, eval: evaluate });
-      // A worker that dies before it is used must not crash the process; solve() reports it.
-      worker.on("error", (error) => {
-        this.failure ??= error;
-      });
+      // A worker that fails (to start, say) must not crash the process: it is only missed.
+      worker.on("error", () => {});
+      worker.once("exit", () => this.gone.add(worker));
       this.workers.push(worker);
     }
   }
 
-  /** Solves every task from `state`; `onResult` fires as each finishes (any order), results come back in task order. */
+  /**
+   * Solves every task from `state`; `onResult` fires as each finishes (any order), results
+   * come back in task order. A point whose worker exited before answering is solved here
+   * (with the same result); an error a solve raised, in any thread, is thrown.
+   */
   async solve(
     state: SessionState,
     tasks: readonly MipTargets[],
@@ -97,47 +101,50 @@ export class PointPool {
       proofNodes: options.proofNodes,
       deadline: performance.timeOrigin + options.deadline,
     };
-    let failure: Error | undefined = this.failure;
+    let failure: Error | undefined;
     // Each worker answers with its results, then "idle" once the counter has run out.
-    const finished = this.workers.map(
-      (worker) =>
-        new Promise<void>((resolve) => {
-          const stop = (error?: Error) => {
-            failure ??= error;
-            worker.removeAllListeners("message");
-            worker.off("exit", exited);
-            // Claim every remaining point so that this thread stops too.
-            if (error !== undefined) Atomics.store(next, 0, tasks.length);
-            resolve();
-          };
-          const exited = (code: number) =>
-            stop(new MoaError("E_SOLVER", `a solver worker exited (code ${code}) mid-front`));
-          worker.on("message", (reply: PointReply) => {
-            if (reply.type === "result") {
-              results[reply.id] = reply.result;
-              onResult(reply.id, reply.result);
-            } else if (reply.type === "error") {
-              const { message, code } = reply.error;
-              stop(code !== undefined ? new MoaError(code, message) : new Error(message));
-            } else stop();
-          });
-          worker.once("exit", exited);
-          worker.postMessage(batch);
-        }),
-    );
-    if (failure === undefined) {
-      try {
-        for (let id = Atomics.add(next, 0, 1); id < tasks.length; id = Atomics.add(next, 0, 1)) {
-          results[id] = solvePoint(this.highs, this.st, state, tasks[id]!, options);
-          onResult(id, results[id]!);
-        }
-      } catch (error) {
-        failure ??= error as Error;
-        Atomics.store(next, 0, tasks.length);
-      }
+    const finished = this.workers
+      .filter((worker) => !this.gone.has(worker))
+      .map(
+        (worker) =>
+          new Promise<void>((resolve) => {
+            const stop = (error?: Error) => {
+              failure ??= error;
+              worker.removeAllListeners("message");
+              worker.off("exit", exited);
+              // Claim every remaining point so that this thread stops too.
+              if (error !== undefined) Atomics.store(next, 0, tasks.length);
+              resolve();
+            };
+            worker.on("message", (reply: PointReply) => {
+              if (reply.type === "result") {
+                results[reply.id] = reply.result;
+                onResult(reply.id, reply.result);
+              } else if (reply.type === "error") {
+                const { message, code } = reply.error;
+                stop(code !== undefined ? new MoaError(code, message) : new Error(message));
+              } else stop();
+            });
+            // Exited before answering: its unanswered points are solved here afterwards.
+            const exited = () => stop();
+            worker.once("exit", exited);
+            worker.postMessage(batch);
+          }),
+      );
+    const solveHere = (id: number) => {
+      results[id] = solvePoint(this.highs, this.st, state, tasks[id]!, options);
+      onResult(id, results[id]!);
+    };
+    try {
+      for (let id = Atomics.add(next, 0, 1); id < tasks.length; id = Atomics.add(next, 0, 1)) solveHere(id);
+    } catch (error) {
+      failure ??= error as Error;
+      Atomics.store(next, 0, tasks.length);
     }
     await Promise.all(finished);
     if (failure !== undefined) throw failure;
+    // Points claimed by a worker that exited before answering.
+    for (let id = 0; id < tasks.length; id++) if (results[id] === undefined) solveHere(id);
     return results;
   }
 
