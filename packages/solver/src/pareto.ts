@@ -88,6 +88,7 @@ export interface ParetoStats {
   variablesAfterPruning: number;
   solves: number;
   infeasibleSolves: number;
+  /** Solves whose plan was already found, or had the same loss at every length as one found. */
   duplicates: number;
   dominated: number;
   /** Largest proven relative gap among the points. */
@@ -232,6 +233,15 @@ function record(lengths: readonly number[], values: readonly number[]): Record<s
     out[String(n)] = values[i]!;
   });
   return out;
+}
+
+/** Equal within the tolerance `dominates` uses, at every length. */
+function sameLosses(a: readonly number[], b: readonly number[]): boolean {
+  return a.every((x, j) => Math.abs(x - b[j]!) <= 1e-12 * Math.max(Math.abs(x), Math.abs(b[j]!)));
+}
+
+function kvSum(f: { solution: { kvDensity: readonly number[] } }): number {
+  return f.solution.kvDensity.reduce((sum, d) => sum + d, 0);
 }
 
 function dominates(a: readonly number[], b: readonly number[]): boolean {
@@ -421,9 +431,18 @@ export async function optimizePlans(profile: MoaProfile, options: OptimizeOption
     seen.add(key);
     unique.push(f);
   }
-  const front = unique.filter(
+  const nonDominated = unique.filter(
     (f) => !unique.some((g) => g !== f && dominates(g.solution.loss, f.solution.loss)),
   );
+  // Epsilon points solved from the same state can land on different plans with the same loss at every length
+  // (ties in the rule table): one Pareto point, so one plan — the least KV memory summed over the KV lengths,
+  // then the first found (both orders are deterministic).
+  const front: Found[] = [];
+  for (const f of nonDominated) {
+    const same = front.findIndex((g) => sameLosses(g.solution.loss, f.solution.loss));
+    if (same < 0) front.push(f);
+    else if (kvSum(f) < kvSum(front[same]!)) front[same] = f;
+  }
   front.sort((a, b) => {
     for (let j = m - 1; j >= 0; j--) {
       const d = a.solution.loss[j]! - b.solution.loss[j]!;
@@ -485,8 +504,8 @@ export async function optimizePlans(profile: MoaProfile, options: OptimizeOption
       ),
       solves: perSolve.length,
       infeasibleSolves,
-      duplicates: found.length - unique.length,
-      dominated: unique.length - front.length,
+      duplicates: found.length - unique.length + nonDominated.length - front.length,
+      dominated: unique.length - nonDominated.length,
       maxGap: Math.max(0, ...points.map((p) => p.gap)),
       tableSeconds,
       solveSeconds: totalSeconds - tableSeconds,

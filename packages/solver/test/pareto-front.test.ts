@@ -126,9 +126,16 @@ describe("optimizePlans: the Pareto front", () => {
               `point ${i} (${points[i]!.origin.kind}) with losses ${Array.from(a.loss)} is dominated by ${better ? Array.from(better.loss) : ""}`,
             ).toBeUndefined();
           }
-          // Mutually non-dominated, distinct plans, ordered by the loss at the longest length.
+          // Mutually non-dominated, distinct plans with distinct losses (one plan per Pareto point), ordered by
+          // the loss at the longest length.
           const keys = points.map((point) => JSON.stringify(point.plan.rules));
           expect(new Set(keys).size).toBe(points.length);
+          for (const [i, a] of measured.entries()) {
+            for (const b of measured.slice(i + 1)) {
+              const same = Array.from(a.loss).every((x, j) => closeTo(x, b.loss[j]!, 1e-12));
+              expect(same, "two points with the same loss at every length").toBe(false);
+            }
+          }
           for (const a of measured) for (const b of measured) expect(dominates(a.loss, b.loss)).toBe(false);
           const longest = String(sc.lengths[sc.lengths.length - 1]);
           for (let i = 1; i < points.length; i++) {
