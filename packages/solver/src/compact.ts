@@ -14,6 +14,8 @@ export interface SideBounds {
 export interface CompactResult {
   /** `optimal`: within the gap; `infeasible`: proven; `limit`: stopped with or without a solution. */
   status: "optimal" | "infeasible" | "limit";
+  /** Stopped on request (`stopBetween`) with a plan, before the work limit. */
+  stopped?: boolean;
   assign: Int32Array | undefined;
   /** Objective of `assign` as HiGHS reports it (the caller re-evaluates exactly). */
   objective: number;

@@ -30,6 +30,11 @@ export function solvePatternMip(
      * (moa-tiny epsilon cores: about half the time without).
      */
     restarts?: boolean;
+    /**
+     * Stop (status `limit`, with the plan) as soon as HiGHS holds a plan whose objective lies
+     * strictly between the two values.
+     */
+    stopBetween?: readonly [number, number];
   },
 ): CompactResult {
   const { K, m, units, slotsPerUnit: spu, kvLengths } = st;
@@ -255,7 +260,22 @@ export function solvePatternMip(
       }
       if (complete) model.setSolution({ colValue: x });
     }
-    const { modelStatus } = model.run();
+    const stop = options.stopBetween;
+    let stopped = false;
+    const { modelStatus } = model.run(
+      stop === undefined
+        ? undefined
+        : {
+            [highs.constants.callbackType.mipInterrupt]: (event) => {
+              const z = event.data.mip_primal_bound ?? Number.POSITIVE_INFINITY;
+              if (z > stop[0] && z < stop[1]) {
+                stopped = true;
+                event.interrupt();
+              }
+              return undefined;
+            },
+          },
+    );
     const codes = highs.constants.modelStatus;
     const sizes = { variables: integers, rows: numRows };
     // Binaries cannot be unbounded: "infeasible or unbounded" from presolve means infeasible.
@@ -280,6 +300,7 @@ export function solvePatternMip(
     }
     return {
       status: optimal ? "optimal" : "limit",
+      ...(stopped && !optimal ? { stopped: true } : {}),
       assign,
       objective: model.getObjectiveValue(),
       bound: Number.isNaN(bound) ? -INF : bound,

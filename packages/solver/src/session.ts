@@ -75,6 +75,11 @@ const COMPACT_CORE_GAP = 1e-3;
  * bound rises and the next core reaches twice as far.
  */
 const NARROW_CORE = 0.5;
+/**
+ * A narrow round stops at a plan whose proof needs a core reaching this fraction of the
+ * narrow span farther than the narrow one.
+ */
+const NARROW_WIDEN = 0.1;
 
 /** The result of a solve that proved no plan meets the constraints. */
 function infeasibleResult(stats: SolveStats): SessionResult {
@@ -788,6 +793,16 @@ export class MipSession {
             maxNodes: options.proofNodes,
             start: best?.assign,
             restarts: false,
+            // A narrow round that finds a plan it cannot prove (one that needs a core well beyond
+            // this one) stops there: the wider core it needs is solved next, from that plan.
+            ...(narrow && best !== undefined
+              ? {
+                  stopBetween: [
+                    (bestBound + (1 + NARROW_WIDEN) * span) / (1 - 0.5 * options.relGap),
+                    best.z - 1e-9 * Math.abs(best.z),
+                  ] as const,
+                }
+              : {}),
           });
         } else if (!masterMipRun) {
           // The narrow core is too large already: look for a better plan on the master's
@@ -824,6 +839,14 @@ export class MipSession {
       if (result.status === "infeasible") {
         if (whole) return result;
         span *= 10;
+        continue;
+      }
+      if (result.gap > options.relGap && res.stopped === true) {
+        best = { assign: result.assign!, e: result.evaluation!, z: result.objective };
+        bestBound = Math.max(bestBound, result.bound);
+        narrow = false;
+        span = fullSpan(best);
+        narrowRounds++;
         continue;
       }
       // Done: proven, or everything was in the core, or the work limit was reached.
