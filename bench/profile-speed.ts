@@ -8,7 +8,10 @@
  *
  * Per length n: one untimed warm-up profile (cuBLAS handles, kernel attributes, scratch), then `runs` timed
  * profiles; each ends with the block influence on the host (profileInfluence returns it so), tokens/s = n /
- * median seconds. Peak device memory: cudaMemGetInfo (CudaBackend.memoryInfo) sampled after every tensor
+ * median seconds. The weights' fp16 copies and the influence's host array are kept from one call to the next
+ * (InfluenceSession), as `moa profile` keeps them from one sample to the next: a timed run converts no weights
+ * when the warm-up's copies still fit, and reads the influence into an array it has already touched. Peak
+ * device memory: cudaMemGetInfo (CudaBackend.memoryInfo) sampled after every tensor
  * allocation of the warm-up profile and after it (the pass frees what it allocates, so a sample at the end alone
  * would miss the peak); it counts everything on the device (CUDA context, weights, scratch), and `contextGiB` is
  * what was in use before the weights were loaded. The JSON is rewritten after every length, so a later failure
@@ -20,7 +23,7 @@
  */
 import { writeFileSync } from "node:fs";
 import { loadBackend } from "@moa/kernels-cuda";
-import { profileInfluence } from "../packages/runtime/src/backward.js";
+import { profileInfluence, InfluenceSession } from "../packages/runtime/src/backward.js";
 import { loadModel } from "../packages/runtime/src/load.js";
 import { TransformerModel } from "../packages/runtime/src/model.js";
 
@@ -170,6 +173,10 @@ function opBreakdown(body: () => void): Record<string, [number, number]> {
   return spent;
 }
 
+const session = new InfluenceSession();
+const profile1 = (ids: Int32Array, answerStart: number) =>
+  profileInfluence(model, ids, answerStart, { session });
+
 const results: Record<string, unknown>[] = [];
 function write(): void {
   const label = dir!.replace(/\/+$/, "").split("/").pop();
@@ -199,13 +206,13 @@ for (const n of lengths) {
   const answerStart = n - ANSWER_TOKENS;
   const row: Record<string, unknown> = { n, answerStart, idsDigest: idsDigest(ids) };
   try {
-    const peak = peakDuring(() => profileInfluence(model, ids, answerStart));
+    const peak = peakDuring(() => profile1(ids, answerStart));
     const times: number[] = [];
     let profile: ReturnType<typeof profileInfluence> | undefined;
     for (let r = 0; r < runs; r++) {
       backend.synchronize();
       start = performance.now();
-      profile = profileInfluence(model, ids, answerStart);
+      profile = profile1(ids, answerStart);
       backend.synchronize();
       times.push((performance.now() - start) / 1000);
     }
@@ -219,8 +226,7 @@ for (const n of lengths) {
     Object.assign(row, {
       precision: process.env.MOA_CUDA_BACKWARD_PRECISION || "f16",
       keptLayers: profile!.keptLayers,
-      opBreakdownMs:
-        process.env.OPS === "1" ? opBreakdown(() => profileInfluence(model, ids, answerStart)) : undefined,
+      opBreakdownMs: process.env.OPS === "1" ? opBreakdown(() => profile1(ids, answerStart)) : undefined,
       seconds,
       runSeconds: times,
       tokensPerSecond: n / seconds,
@@ -241,5 +247,6 @@ for (const n of lengths) {
   results.push(row);
   write();
 }
+session.release();
 // `model` shares the weights and the cache of `base`: disposing base frees them once.
 base.dispose();

@@ -73,8 +73,11 @@ export interface Backend {
   /** Copy host data (element type must match dtype; bf16/f16 as Uint16Array; any dtype as raw bytes in a
    *  Uint8Array) into a new tensor. */
   fromHost(dtype: DType, shape: readonly number[], data: HostArray): Tensor;
-  /** Copy a tensor back to the host (f32 → Float32Array, i32 → Int32Array, bf16/f16 → Uint16Array). */
-  toHost(t: Tensor): HostArray;
+  /** Copy a tensor back to the host (f32 → Float32Array, i32 → Int32Array, bf16/f16 → Uint16Array); with `into`
+   *  (that type, or a Uint8Array of the bytes, exactly the tensor's size) into it, which is returned: a caller
+   *  reading the same shape again and again reuses one array instead of a fresh one, whose first touch of tens
+   *  of MB costs page faults (~10 ms on a virtual machine). */
+  toHost(t: Tensor, into?: HostArray): HostArray;
   /** Write host data into an existing tensor at an element offset. */
   write(t: Tensor, data: HostArray, elementOffset?: number): void;
   /** A view of rows [rowStart, rowStart+rows) of a tensor's first dimension, sharing storage. */
@@ -98,6 +101,16 @@ export interface Backend {
    * no copies: the call only checks its arguments. Releasing twice is harmless.
    */
   pinHalfCopies(tensors: readonly Tensor[]): () => void;
+  /**
+   * pinHalfCopies for f32 tensors that an op is about to write, without a conversion: the next `siluMul`,
+   * `siluMulBackward` (both outputs pinned) or `rmsNorm` that writes one of them whole writes its scaled fp16
+   * copy in the same pass, and only the copy (CUDA at the default profiling precision; the same bits as writing
+   * the tensor and pinning it). Until the returned function is called, only `exact` matmul and matmulBackward of
+   * 16-bit weights (which read the copy) may read such a tensor: any other reader, and a GEMM that runs before
+   * the op, fails. Where no copies are kept (the CPU reference, other precisions) the ops write the tensors as
+   * always.
+   */
+  pinHalfOutputs(tensors: readonly Tensor[]): () => void;
   /** Device memory `pinHalfCopies` would take for these tensors, in bytes (0 on the CPU). */
   halfCopyBytes(tensors: readonly Tensor[]): number;
 
@@ -180,8 +193,9 @@ export interface Backend {
    *  f32/bf16/f16, as there; a bias has no input gradient). dx must not overlap dy. */
   matmulBackward(dx: Tensor, dy: Tensor, w: Tensor, accumulate?: boolean): void;
   /** The input gradient of `rmsNorm` given the output gradient dy: with r = 1/sqrt(mean(x²) + eps) per row,
-   *  dx = r·(weight ⊙ dy) − x · r³/dim · Σ(x ⊙ weight ⊙ dy). dx must not overlap dy or x. */
-  rmsNormBackward(dx: Tensor, dy: Tensor, x: Tensor, weight: Tensor, eps: number): void;
+   *  dx = r·(weight ⊙ dy) − x · r³/dim · Σ(x ⊙ weight ⊙ dy), or dx += that with `accumulate` (the same bits as
+   *  a separate `add`). dx must not overlap dy or x. */
+  rmsNormBackward(dx: Tensor, dy: Tensor, x: Tensor, weight: Tensor, eps: number, accumulate?: boolean): void;
   /** The gradients of out = silu(gate) · up given dOut: dUp = dOut · silu(gate),
    *  dGate = dOut · up · σ(gate)(1 + gate(1 − σ(gate))). Outputs must not overlap the inputs or each other. */
   siluMulBackward(dGate: Tensor, dUp: Tensor, dOut: Tensor, gate: Tensor, up: Tensor): void;

@@ -29,8 +29,10 @@ export class CpuBackend extends NativeBackend {
     return (storage as HostStorage).bytes.subarray(byteOffset, byteOffset + byteLength);
   }
 
-  protected readBytes(t: NativeTensor): Uint8Array {
-    return (t.handle as Uint8Array).slice();
+  protected readBytes(t: NativeTensor, into?: Uint8Array): Uint8Array {
+    if (into === undefined) return (t.handle as Uint8Array).slice();
+    into.set(t.handle as Uint8Array);
+    return into;
   }
 
   protected writeBytes(t: NativeTensor, byteOffset: number, data: Uint8Array): void {

@@ -93,10 +93,10 @@ export class CudaBackend extends NativeBackend {
     return (storage as DeviceStorage).address + BigInt(byteOffset);
   }
 
-  protected readBytes(t: NativeTensor): Uint8Array {
+  protected readBytes(t: NativeTensor, into?: Uint8Array): Uint8Array {
     // Every byte is overwritten by the copy, so skip zero-filling the buffer (a decode step's logits are
     // batch × vocab floats, tens of MB); allocUnsafeSlow gives the copy an ArrayBuffer of its own.
-    const bytes = new Uint8Array(Buffer.allocUnsafeSlow(t.byteLength).buffer, 0, t.byteLength);
+    const bytes = into ?? new Uint8Array(Buffer.allocUnsafeSlow(t.byteLength).buffer, 0, t.byteLength);
     if (t.byteLength > 0) this.cuda.copyToHost(bytes, t.handle as bigint, t.byteLength);
     return bytes;
   }
@@ -110,6 +110,14 @@ export class CudaBackend extends NativeBackend {
   private readonly pins = new Map<bigint, { id: number; count: number; refs: number; storage: Storage }>();
 
   protected override pin(tensors: readonly NativeTensor[]): () => void {
+    return this.pinWith(tensors, false);
+  }
+
+  protected override pinOutputs(tensors: readonly NativeTensor[]): () => void {
+    return this.pinWith(tensors, true);
+  }
+
+  private pinWith(tensors: readonly NativeTensor[], output: boolean): () => void {
     const taken: bigint[] = [];
     const release = () => {
       for (const address of taken.splice(0)) {
@@ -130,9 +138,16 @@ export class CudaBackend extends NativeBackend {
             `pinHalfCopies: ${t.dtype}[${t.shape.join(", ")}] starts where a pinned tensor of ${entry.count} elements does`,
           );
         }
+        if (entry !== undefined && output) {
+          throw new RangeError(
+            `pinHalfOutputs: ${t.dtype}[${t.shape.join(", ")}] already has a pinned copy (an output pin is written once, by its op)`,
+          );
+        }
         if (entry !== undefined) entry.refs++;
         else {
-          const id = this.cuda.pinHalf(address, t.elementCount, DTYPE_CODE[t.dtype]);
+          const id = output
+            ? this.cuda.pinHalfOutput(address, t.elementCount)
+            : this.cuda.pinHalf(address, t.elementCount, DTYPE_CODE[t.dtype]);
           this.pins.set(address, { id, count: t.elementCount, refs: 1, storage: t.storage });
         }
         taken.push(address);

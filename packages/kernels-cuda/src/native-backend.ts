@@ -33,7 +33,8 @@ export abstract class NativeBackend implements Backend {
   protected abstract allocate(byteLength: number, zero: boolean): Storage;
   protected abstract handleOf(storage: Storage, byteOffset: number, byteLength: number): NativeRef;
   /** A fresh host copy of the tensor's bytes. */
-  protected abstract readBytes(t: NativeTensor): Uint8Array;
+  /** The tensor's bytes, in `into` when given (exactly its size) or a new array. */
+  protected abstract readBytes(t: NativeTensor, into?: Uint8Array): Uint8Array;
   protected abstract writeBytes(t: NativeTensor, byteOffset: number, data: Uint8Array): void;
   protected abstract releaseStorage(storage: Storage): void;
   abstract synchronize(): void;
@@ -86,9 +87,16 @@ export abstract class NativeBackend implements Backend {
     return t;
   }
 
-  toHost(t: Tensor): HostArray {
-    const tensor = new OpArgs("toHost", this.name, { t }).tensor("t", t, DTYPES);
-    return hostArrayOf(tensor.dtype, this.readBytes(tensor));
+  toHost(t: Tensor, into?: HostArray): HostArray {
+    const args = new OpArgs("toHost", this.name, { t });
+    const tensor = args.tensor("t", t, DTYPES);
+    if (into === undefined) return hostArrayOf(tensor.dtype, this.readBytes(tensor));
+    const bytes = hostBytes("toHost", tensor.dtype, into);
+    if (bytes.byteLength !== tensor.byteLength) {
+      args.fail(`into holds ${bytes.byteLength} bytes, the tensor ${tensor.byteLength}`, RangeError);
+    }
+    this.readBytes(tensor, bytes);
+    return into;
   }
 
   write(t: Tensor, data: HostArray, elementOffset = 0): void {
@@ -161,6 +169,17 @@ export abstract class NativeBackend implements Backend {
     return this.pin(pinned);
   }
 
+  pinHalfOutputs(tensors: readonly Tensor[]): () => void {
+    const pinned = this.pinnable("pinHalfOutputs", tensors);
+    const other = pinned.find((t) => t.dtype !== "f32");
+    if (other !== undefined) {
+      throw new TypeError(
+        `pinHalfOutputs: ops write f32 tensors, got ${other.dtype}[${other.shape.join(", ")}]`,
+      );
+    }
+    return this.pinOutputs(pinned);
+  }
+
   halfCopyBytes(tensors: readonly Tensor[]): number {
     if (this.name === "cpu") return 0;
     return this.pinnable("halfCopyBytes", tensors).reduce((sum, t) => sum + 2 * t.elementCount, 0);
@@ -183,6 +202,11 @@ export abstract class NativeBackend implements Backend {
 
   /** Makes the copies of `tensors` (already checked); the CPU reference has none to make. */
   protected pin(_tensors: readonly NativeTensor[]): () => void {
+    return () => {};
+  }
+
+  /** Makes empty copies for the next op writing `tensors` (already checked); the CPU reference has none. */
+  protected pinOutputs(_tensors: readonly NativeTensor[]): () => void {
     return () => {};
   }
 
@@ -444,7 +468,7 @@ export abstract class NativeBackend implements Backend {
     );
   }
 
-  rmsNormBackward(dx: Tensor, dy: Tensor, x: Tensor, weight: Tensor, eps: number): void {
+  rmsNormBackward(dx: Tensor, dy: Tensor, x: Tensor, weight: Tensor, eps: number, accumulate = false): void {
     const args = new OpArgs("rmsNormBackward", this.name, { dx, dy, x, weight });
     const o = args.tensor("dx", dx, F32);
     const dyt = args.tensor("dy", dy, F32);
@@ -461,7 +485,17 @@ export abstract class NativeBackend implements Backend {
     args.noOverlap("dx", o, "x", xt);
     const rows = leadingCount(xt.shape);
     this.execute(true, [dyt, xt, wt], [o], (ref) =>
-      this.addon.rmsNormBackward(ref(o), ref(dyt), ref(xt), ref(wt), DTYPE_CODE[wt.dtype], rows, dim, eps),
+      this.addon.rmsNormBackward(
+        ref(o),
+        ref(dyt),
+        ref(xt),
+        ref(wt),
+        DTYPE_CODE[wt.dtype],
+        rows,
+        dim,
+        eps,
+        accumulate,
+      ),
     );
   }
 

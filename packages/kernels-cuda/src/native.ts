@@ -121,6 +121,7 @@ export interface NativeAddon {
     rows: number,
     dim: number,
     eps: number,
+    accumulate: boolean,
   ): void;
   siluMulBackward(
     dGate: NativeRef,
@@ -213,6 +214,7 @@ export interface CudaAddon extends NativeAddon {
   allocate(bytes: number, zero?: boolean): bigint;
   /** A scaled fp16 copy of an f32 or bf16 tensor for the profiler-precision GEMMs (src/cuda/half_pins.cu). */
   pinHalf(source: bigint, count: number, dtype: number): number;
+  pinHalfOutput(target: bigint, count: number): number;
   unpinHalf(id: number): void;
   release(address: bigint): void;
   copyToDevice(destination: bigint, source: Uint8Array, bytes: number): void;

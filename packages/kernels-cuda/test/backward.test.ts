@@ -150,6 +150,23 @@ describe("rmsNormBackward", () => {
       expect(worstRelative(host(dx), expected)).toBeLessThan(1e-5);
     });
   }
+
+  it("with accumulate adds the gradient to dx: the same bits as the gradient and a separate add", () => {
+    const random = rng(77);
+    const [rows, dim] = [6, 96];
+    const x = backend.fromHost("f32", [rows, dim], randomF32(random, rows * dim, -2, 2));
+    const dy = backend.fromHost("f32", [rows, dim], randomF32(random, rows * dim));
+    const weight = backend.fromHost("bf16", [dim], randomWeights(random, "bf16", dim));
+    const start = randomF32(random, rows * dim, -3, 3);
+    const gradient = backend.empty("f32", [rows, dim]);
+    backend.rmsNormBackward(gradient, dy, x, weight, 1e-6);
+    const separate = backend.fromHost("f32", [rows, dim], start);
+    backend.add(separate, separate, gradient);
+    const fused = backend.fromHost("f32", [rows, dim], start);
+    backend.rmsNormBackward(fused, dy, x, weight, 1e-6, true);
+    expect(host(fused)).toEqual(host(separate));
+    expect(host(fused)).not.toEqual(host(gradient));
+  });
 });
 
 describe("siluMulBackward", () => {

@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import { basename, resolve } from "node:path";
 import { DEFAULT_GEOMETRY, MoaError, type MoaProfile } from "@moa/core";
-import { type Model, profileInfluence } from "@moa/runtime";
+import { type InfluenceOptions, type Model, profileInfluence, InfluenceSession } from "@moa/runtime";
 import { type CalibrationSource, defaultCalibration, type SampleKind } from "./calibration.js";
 import { modelFingerprint } from "./fingerprint.js";
 import type { ProfileExtras } from "./profile-file.js";
@@ -23,7 +23,7 @@ export type InfluenceFn = (
   model: Model,
   ids: readonly number[],
   answerStart: number,
-  options?: { keepLayers?: number },
+  options?: InfluenceOptions,
 ) => { loss: number; influence: Float32Array };
 
 /** Defaults of a profiling run. */
@@ -192,79 +192,83 @@ export async function profileModel(model: Model, options: ProfileOptions): Promi
     });
   }
 
-  for (const n of lengths) {
-    const acc = accumulators.get(n)!;
-    for (let s = acc.samples.length; s < samplesPerLength; s++) {
-      const index = sampleOffset + s;
-      const t0 = performance.now();
-      options.onProgress?.({
-        event: "begin",
-        done,
-        total,
-        resumed,
-        length: n,
-        index,
-        elapsedSeconds: elapsed(),
-        ...etaField(eta()),
-      });
-      const sample = await buildSample(model, frame, source, {
-        length: n,
-        index,
-        answerTokens,
-        seedName: `${seed}/profile/${n}/${index}`,
-      });
-      const { loss, influence } = backward(
-        model,
-        sample.ids,
-        sample.answerStart,
-        options.keepLayers === undefined ? undefined : { keepLayers: options.keepLayers },
-      );
-      if (influence.length !== acc.sum.length) {
-        throw new MoaError(
-          "E_PROFILE",
-          `profileModel: the backward pass returned ${influence.length} block values at length ${n}, expected ${acc.shape.join("·")} = ${acc.sum.length}`,
-          { source: "profileModel", field: "influence" },
-        );
-      }
-      for (let k = 0; k < influence.length; k++) {
-        const v = influence[k]!;
-        if (!(v >= 0 && v < Number.POSITIVE_INFINITY)) {
+  // The weights' fp16 copies and the influence's host array live from the first sample to the last.
+  const session = new InfluenceSession();
+  try {
+    for (const n of lengths) {
+      const acc = accumulators.get(n)!;
+      for (let s = acc.samples.length; s < samplesPerLength; s++) {
+        const index = sampleOffset + s;
+        const t0 = performance.now();
+        options.onProgress?.({
+          event: "begin",
+          done,
+          total,
+          resumed,
+          length: n,
+          index,
+          elapsedSeconds: elapsed(),
+          ...etaField(eta()),
+        });
+        const sample = await buildSample(model, frame, source, {
+          length: n,
+          index,
+          answerTokens,
+          seedName: `${seed}/profile/${n}/${index}`,
+        });
+        const { loss, influence } = backward(model, sample.ids, sample.answerStart, {
+          session,
+          ...(options.keepLayers === undefined ? {} : { keepLayers: options.keepLayers }),
+        });
+        if (influence.length !== acc.sum.length) {
           throw new MoaError(
             "E_PROFILE",
-            `profileModel: sample ${index} at length ${n} (${sample.kind}): block influence value ${k} is ${v}; influence must be finite and ≥ 0`,
+            `profileModel: the backward pass returned ${influence.length} block values at length ${n}, expected ${acc.shape.join("·")} = ${acc.sum.length}`,
             { source: "profileModel", field: "influence" },
           );
         }
-        acc.sum[k]! += v;
+        for (let k = 0; k < influence.length; k++) {
+          const v = influence[k]!;
+          if (!(v >= 0 && v < Number.POSITIVE_INFINITY)) {
+            throw new MoaError(
+              "E_PROFILE",
+              `profileModel: sample ${index} at length ${n} (${sample.kind}): block influence value ${k} is ${v}; influence must be finite and ≥ 0`,
+              { source: "profileModel", field: "influence" },
+            );
+          }
+          acc.sum[k]! += v;
+        }
+        const seconds = (performance.now() - t0) / 1000;
+        acc.samples.push({
+          length: n,
+          index,
+          kind: sample.kind,
+          loss,
+          answerTokens: n - sample.answerStart,
+          answer: sample.answer,
+          ...(sample.expected === undefined ? {} : { expected: sample.expected }),
+          seconds,
+        });
+        if (options.stateDir !== undefined) await saveAccumulator(options.stateDir, key, acc);
+        const t = timing.get(n) ?? { seconds: 0, count: 0 };
+        timing.set(n, { seconds: t.seconds + seconds, count: t.count + 1 });
+        done++;
+        options.onProgress?.({
+          event: "end",
+          done,
+          total,
+          resumed,
+          length: n,
+          index,
+          kind: sample.kind,
+          loss,
+          elapsedSeconds: elapsed(),
+          ...etaField(eta()),
+        });
       }
-      const seconds = (performance.now() - t0) / 1000;
-      acc.samples.push({
-        length: n,
-        index,
-        kind: sample.kind,
-        loss,
-        answerTokens: n - sample.answerStart,
-        answer: sample.answer,
-        ...(sample.expected === undefined ? {} : { expected: sample.expected }),
-        seconds,
-      });
-      if (options.stateDir !== undefined) await saveAccumulator(options.stateDir, key, acc);
-      const t = timing.get(n) ?? { seconds: 0, count: 0 };
-      timing.set(n, { seconds: t.seconds + seconds, count: t.count + 1 });
-      done++;
-      options.onProgress?.({
-        event: "end",
-        done,
-        total,
-        resumed,
-        length: n,
-        index,
-        kind: sample.kind,
-        loss,
-        elapsedSeconds: elapsed(),
-        ...etaField(eta()),
-      });
     }
+  } finally {
+    session.release();
   }
 
   const influence = new Map<number, Float32Array>();

@@ -15,11 +15,15 @@
  * Precision: every matmul runs `exact` (on CUDA, the profiler's precision instead of x rounded to bf16 as in
  * inference: see Backend.matmul). Rounding x to bf16 moves single blocks of the influence by 3–5% on
  * moa-nano/moa-tiny (measured), past what the profile is compared against. The GEMMs' operand copies are pinned
- * (Backend.pinHalfCopies) where one operand feeds several GEMMs: a 16-bit model's weights for the whole pass
- * when memory is left after the plan above (each is read by the forward and the backward), and each normed
- * input for the projections that read it (q, k, v; gate, up). Pinned or not, the results are the same bits.
+ * (Backend.pinHalfCopies) where one operand feeds several GEMMs: a 16-bit model's weights when memory is left
+ * after the plan above (for the pass, or with a `session` from one call to the next), and each normed input
+ * for the projections that read it (q, k, v; gate, up). The inputs that only GEMMs read (the normed inputs, the
+ * MLP's activation and its gradients) are written by their ops as the fp16 copy alone (Backend.pinHalfOutputs).
+ * Pinned or not, the results are the same bits.
  *
- * Layer 0's backward stops at its influence: the gradient at the embeddings is not needed.
+ * Rows: layer 0's backward stops at its influence (the gradient at the embeddings is not needed), and the last
+ * layer computes its output projection and MLP, forward and backward, only on the rows from answerStart − 1 on:
+ * its other rows reach the loss only through its keys and values.
  */
 import { MoaError } from "@moa/core";
 import type { Backend, Tensor } from "@moa/kernels-cuda";
@@ -63,6 +67,71 @@ export interface InfluenceOptions {
    * free memory holds); 0 recomputes every layer, the least memory. The result is the same either way.
    */
   readonly keepLayers?: number;
+  /**
+   * Resources kept from this call to the next one given the same session (a profile of many samples): the fp16
+   * copies of a 16-bit model's weights, converted once instead of once per sample, and the host array the
+   * influence is read into. With a session the returned `influence` is that array: the session's next call of
+   * the same length overwrites it (copy it to keep it). The result is the same either way.
+   */
+  readonly session?: InfluenceSession;
+}
+
+/**
+ * What profileInfluence keeps from one call to the next (InfluenceOptions.session). The weights' scaled fp16
+ * copies (Backend.pinHalfCopies) are pinned by a call when the device has the memory left after its
+ * activations and handed back first by a call that needs that memory (a longer sequence); `release()` frees
+ * them (they take about the weights' size again). The influence's host array is reused by calls of the same
+ * block count: a fresh one of tens of MB costs its page faults on every call (~10 ms on a virtual machine).
+ */
+export class InfluenceSession {
+  private held: readonly Tensor[] = [];
+  private unpin: (() => void) | undefined;
+  private bytes = 0;
+  private hostInfluence: Float32Array | undefined;
+
+  /** Device memory the weight copies take now, in bytes. */
+  get heldBytes(): number {
+    return this.unpin === undefined ? 0 : this.bytes;
+  }
+
+  /** Whether the weight copies held now are of exactly these tensors. */
+  holds(tensors: readonly Tensor[]): boolean {
+    return (
+      this.unpin !== undefined &&
+      tensors.length === this.held.length &&
+      tensors.every((t, i) => t === this.held[i])
+    );
+  }
+
+  /** Pins copies of `tensors` unless they are the ones held (others held are released first). */
+  ensure(backend: Backend, tensors: readonly Tensor[]): void {
+    if (this.holds(tensors)) return;
+    this.releaseCopies();
+    this.unpin = backend.pinHalfCopies(tensors);
+    this.held = [...tensors];
+    this.bytes = backend.halfCopyBytes(tensors);
+  }
+
+  /** The host array for an influence of `length` floats (the last one when it has that length). */
+  influenceArray(length: number): Float32Array {
+    if (this.hostInfluence?.length !== length) this.hostInfluence = new Float32Array(length);
+    return this.hostInfluence;
+  }
+
+  /** Frees the weight copies (a no-op when none are held). */
+  releaseCopies(): void {
+    const unpin = this.unpin;
+    this.unpin = undefined;
+    this.held = [];
+    this.bytes = 0;
+    unpin?.();
+  }
+
+  /** Frees the weight copies and drops the host array. Idempotent; the session can still be used after. */
+  release(): void {
+    this.releaseCopies();
+    this.hostInfluence = undefined;
+  }
 }
 
 /**
@@ -82,7 +151,7 @@ export function profileInfluence(
   if (!(keepLayers >= 0) || (Number.isFinite(keepLayers) && !Number.isInteger(keepLayers))) {
     fail("keepLayers", `keepLayers = ${keepLayers} must be a non-negative integer`);
   }
-  const pass = new InfluencePass(transformer, ids.length, keepLayers);
+  const pass = new InfluencePass(transformer, ids.length, keepLayers, options.session);
   try {
     return pass.run(ids, answerStart);
   } finally {
@@ -162,7 +231,6 @@ class InfluencePass {
   // Gradients.
   private readonly dx: Tensor;
   private readonly dh: Tensor;
-  private readonly dNorm: Tensor;
   private readonly dAttnFlat: Tensor;
   private readonly dAttn: Tensor;
   private readonly dqFlat: Tensor;
@@ -176,9 +244,20 @@ class InfluencePass {
 
   /** [layers, heads, blocks, blocks]. */
   private readonly influence: Tensor;
+  /**
+   * The first row the last layer computes past its attention (answerStart − 1, set by `run`): the loss reads
+   * only the rows that predict answer tokens, and nothing reads the last layer's other rows beyond its keys and
+   * values, so its output projection and MLP run on rows [answerRows, n) only, forward and backward.
+   */
+  private answerRows = 0;
 
   /** Whether the matmuls read 16-bit weights (the only ones with fp16 operand copies worth pinning). */
   private readonly halfWeights: boolean;
+  /**
+   * Whether every projection weight is 16-bit, so every GEMM reads its input's fp16 copy: then rmsNorm, siluMul
+   * and siluMulBackward write only that copy of the GEMMs' inputs (Backend.pinHalfOutputs).
+   */
+  private readonly halfInputs: boolean;
   /** The 16-bit weights pinned for the pass when memory allows (empty otherwise). */
   private readonly pinnedWeights: readonly Tensor[] = [];
 
@@ -186,6 +265,7 @@ class InfluencePass {
     private readonly model: TransformerModel,
     n: number,
     keepLimit: number,
+    private readonly session: InfluenceSession | undefined,
   ) {
     this.b = model.backend;
     this.n = n;
@@ -200,13 +280,24 @@ class InfluencePass {
     // larger GEMMs), else in chunks of ROW_CHUNK rows.
     const rowBytes = 4 * n;
     const fixedBytes =
-      rowBytes * (6 * d + 2 * qDim + 2 * kvDim) + 4 * layers * heads * this.blocks * this.blocks;
+      rowBytes * (5 * d + 2 * qDim + 2 * kvDim) + 4 * layers * heads * this.blocks * this.blocks;
     const inputBytes = rowBytes * d * layers;
     const layerBytes = rowBytes * (2 * qDim + 2 * kvDim + 2 * heads + d + 2 * ff);
     const sharedBytes = (mlpRows: number) =>
       rowBytes * (2 * qDim + 2 * kvDim + 2 * heads + d) + 4 * mlpRows * 2 * ff;
     const mlpScratchBytes = (mlpRows: number) => 4 * mlpRows * 3 * ff;
-    const { free, total } = b.memoryInfo();
+    // Copies held from an earlier call count as free: this plan decides whether they stay.
+    const weights = model.weights;
+    const projections = weights.layers.flatMap((w) => [w.q, w.k, w.v, w.o, w.gate, w.up, w.down]);
+    this.halfWeights = projections.some((w) => w.dtype !== "f32");
+    this.halfInputs = projections.every((w) => w.dtype !== "f32");
+    const bf16 = [...projections, weights.lmHead].filter(
+      (w) => w.dtype === "bf16" && elements(w) >= PIN_MIN_ELEMENTS,
+    );
+    if (session !== undefined && !session.holds(bf16)) session.releaseCopies();
+    const memory = b.memoryInfo();
+    const free = memory.free + (session?.heldBytes ?? 0);
+    const total = memory.total;
     const spare = free - fixedBytes - inputBytes - Math.max(KEEP_MARGIN_BYTES, KEEP_MARGIN_FRACTION * total);
     let keep: number;
     let left: number;
@@ -222,13 +313,8 @@ class InfluencePass {
     }
     // The weights' fp16 copies only with what the activations left: keeping a layer saves a recomputation,
     // a pinned weight only its second conversion.
-    const weights = model.weights;
-    const projections = weights.layers.flatMap((w) => [w.q, w.k, w.v, w.o, w.gate, w.up, w.down]);
-    this.halfWeights = projections.some((w) => w.dtype !== "f32");
-    const bf16 = [...projections, weights.lmHead].filter(
-      (w) => w.dtype === "bf16" && elements(w) >= PIN_MIN_ELEMENTS,
-    );
     if (bf16.length > 0 && b.halfCopyBytes(bf16) <= left) this.pinnedWeights = bf16;
+    else session?.releaseCopies();
     try {
       this.ids = this.make("i32", [n]);
       this.positions = this.make("i32", [n]);
@@ -242,8 +328,8 @@ class InfluencePass {
       // Zero on the rows that predict no answer token (lossBackward writes the others).
       this.dx = this.make("f32", [n, d], true);
       this.dh = this.make("f32", [n, d]);
-      this.dNorm = this.make("f32", [n, d]);
-      this.dAttnFlat = this.make("f32", [n, qDim]);
+      // Zero: the last layer's backward (the first to run) writes only its answer rows.
+      this.dAttnFlat = this.make("f32", [n, qDim], true);
       this.dAttn = b.reshape(this.dAttnFlat, [n, heads, headDim]);
       this.dqFlat = this.make("f32", [n, qDim]);
       this.dkFlat = this.make("f32", [n, kvDim]);
@@ -327,11 +413,14 @@ class InfluencePass {
     // The answer tokens' targets go up now and their losses come back at the end, with the influence: a write or
     // a read in between would make the host wait for the GPU mid-pass.
     const answers = n - answerStart;
+    this.answerRows = answerStart - 1;
     const targets = this.make("i32", [answers]);
     const losses = this.make("f32", [answers]);
     b.write(targets, hostIds.subarray(answerStart, n));
 
-    const unpinWeights = b.pinHalfCopies(this.pinnedWeights);
+    let unpinWeights = () => {};
+    if (this.session === undefined) unpinWeights = b.pinHalfCopies(this.pinnedWeights);
+    else if (this.pinnedWeights.length > 0) this.session.ensure(b, this.pinnedWeights);
     try {
       // Forward, keeping each layer's input (and the activations of the kept layers).
       b.embedding(this.layerInputs[0]!, this.ids, this.model.weights.embed);
@@ -363,7 +452,10 @@ class InfluencePass {
     for (const value of b.toHost(losses) as Float32Array) total += value;
     return {
       loss: total / answers,
-      influence: b.toHost(this.influence) as Float32Array,
+      influence:
+        this.session === undefined
+          ? (b.toHost(this.influence) as Float32Array)
+          : (b.toHost(this.influence, this.session.influenceArray(elements(this.influence))) as Float32Array),
       blocks: this.blocks,
       keptLayers: this.keptLayers,
     };
@@ -401,12 +493,15 @@ class InfluencePass {
   private attentionForward(l: number, x: Tensor, acts: LayerActivations): void {
     const b = this.b;
     const w = this.model.weights.layers[l]!;
-    b.rmsNorm(this.h, x, w.inputNorm, this.model.config.rmsNormEps);
-    this.sharedInput(this.h, () => {
-      b.matmul(acts.qFlat, this.h, w.q, w.qBias, true);
-      b.matmul(acts.kFlat, this.h, w.k, w.kBias, true);
-      b.matmul(acts.vFlat, this.h, w.v, w.vBias, true);
-    });
+    this.gemmInput(
+      [this.h],
+      () => b.rmsNorm(this.h, x, w.inputNorm, this.model.config.rmsNormEps),
+      () => {
+        b.matmul(acts.qFlat, this.h, w.q, w.qBias, true);
+        b.matmul(acts.kFlat, this.h, w.k, w.kBias, true);
+        b.matmul(acts.vFlat, this.h, w.v, w.vBias, true);
+      },
+    );
     b.rope(acts.q, this.positions, this.model.invFreq, 1);
     b.rope(acts.k, this.positions, this.model.invFreq, 1);
     b.attentionPrefill(
@@ -419,15 +514,35 @@ class InfluencePass {
       undefined,
       acts.stats,
     );
-    b.matmul(this.projected, acts.attnFlat, w.o, w.oBias, true);
-    b.add(acts.xMid, x, this.projected);
+    const first = this.firstRow(l);
+    const count = this.n - first;
+    const projected = this.rows(this.projected, first, count);
+    b.matmul(projected, this.rows(acts.attnFlat, first, count), w.o, w.oBias, true);
+    b.add(this.rows(acts.xMid, first, count), this.rows(x, first, count), projected);
   }
 
-  /** Runs the GEMMs of `projections`, which all read x, with x's operand copy made once (16-bit weights). */
-  private sharedInput(x: Tensor, projections: () => void): void {
-    const pin = this.halfWeights && elements(x) >= PIN_MIN_ELEMENTS;
-    const unpin = pin ? this.b.pinHalfCopies([x]) : () => {};
+  /** The first row layer l computes past its attention: 0, or the answer rows for the last layer. */
+  private firstRow(l: number): number {
+    return l === this.model.weights.layers.length - 1 ? this.answerRows : 0;
+  }
+
+  /**
+   * `produce` writes `inputs`, which only the GEMMs of `projections` read. With 16-bit weights each input's fp16
+   * operand copy is made once for all of them: written by `produce` itself in place of the input
+   * (Backend.pinHalfOutputs) — saving the f32 write and the conversion's two reads — or converted after it.
+   */
+  private gemmInput(inputs: readonly Tensor[], produce: () => void, projections: () => void): void {
+    const b = this.b;
+    const pinned = this.halfWeights && inputs.every((t) => elements(t) >= PIN_MIN_ELEMENTS);
+    let unpin = () => {};
     try {
+      if (pinned && this.halfInputs) {
+        unpin = b.pinHalfOutputs(inputs);
+        produce();
+      } else {
+        produce();
+        if (pinned) unpin = b.pinHalfCopies(inputs);
+      }
       projections();
     } finally {
       unpin();
@@ -443,7 +558,7 @@ class InfluencePass {
   private mlpForward(l: number, out: Tensor, acts: LayerActivations): void {
     const b = this.b;
     const w = this.model.weights.layers[l]!;
-    for (let start = 0; start < this.n; start += this.chunk) {
+    for (let start = this.firstRow(l); start < this.n; start += this.chunk) {
       const count = Math.min(this.chunk, this.n - start);
       const xMid = this.rows(acts.xMid, start, count);
       const h = this.rows(this.h, start, count);
@@ -451,13 +566,19 @@ class InfluencePass {
       const up = this.mlpRows(acts.up, acts, start, count);
       const act = this.rows(this.act, 0, count);
       const projected = this.rows(this.projected, start, count);
-      b.rmsNorm(h, xMid, w.postNorm, this.model.config.rmsNormEps);
-      this.sharedInput(h, () => {
-        b.matmul(gate, h, w.gate, w.gateBias, true);
-        b.matmul(up, h, w.up, w.upBias, true);
-      });
-      b.siluMul(act, gate, up);
-      b.matmul(projected, act, w.down, w.downBias, true);
+      this.gemmInput(
+        [h],
+        () => b.rmsNorm(h, xMid, w.postNorm, this.model.config.rmsNormEps),
+        () => {
+          b.matmul(gate, h, w.gate, w.gateBias, true);
+          b.matmul(up, h, w.up, w.upBias, true);
+        },
+      );
+      this.gemmInput(
+        [act],
+        () => b.siluMul(act, gate, up),
+        () => b.matmul(projected, act, w.down, w.downBias, true),
+      );
       b.add(this.rows(out, start, count), xMid, projected);
     }
   }
@@ -504,7 +625,7 @@ class InfluencePass {
     const b = this.b;
     const w = this.model.weights.layers[l]!;
     const eps = this.model.config.rmsNormEps;
-    for (let start = 0; start < this.n; start += this.chunk) {
+    for (let start = this.firstRow(l); start < this.n; start += this.chunk) {
       const count = Math.min(this.chunk, this.n - start);
       const xMid = this.rows(acts.xMid, start, count);
       const h = this.rows(this.h, start, count);
@@ -515,20 +636,26 @@ class InfluencePass {
       const dUp = this.rows(this.dUp, 0, count);
       const dx = this.rows(this.dx, start, count);
       const dh = this.rows(this.dh, start, count);
-      const dNorm = this.rows(this.dNorm, start, count);
       if (!acts.fullRows) {
-        b.rmsNorm(h, xMid, w.postNorm, eps);
-        this.sharedInput(h, () => {
-          b.matmul(gate, h, w.gate, w.gateBias, true);
-          b.matmul(up, h, w.up, w.upBias, true);
-        });
+        this.gemmInput(
+          [h],
+          () => b.rmsNorm(h, xMid, w.postNorm, eps),
+          () => {
+            b.matmul(gate, h, w.gate, w.gateBias, true);
+            b.matmul(up, h, w.up, w.upBias, true);
+          },
+        );
       }
       b.matmulBackward(dAct, dx, w.down);
-      b.siluMulBackward(dGate, dUp, dAct, gate, up);
-      b.matmulBackward(dh, dGate, w.gate);
-      b.matmulBackward(dh, dUp, w.up, true);
-      b.rmsNormBackward(dNorm, dh, xMid, w.postNorm, eps);
-      b.add(dx, dx, dNorm);
+      this.gemmInput(
+        [dGate, dUp],
+        () => b.siluMulBackward(dGate, dUp, dAct, gate, up),
+        () => {
+          b.matmulBackward(dh, dGate, w.gate);
+          b.matmulBackward(dh, dUp, w.up, true);
+        },
+      );
+      b.rmsNormBackward(dx, dh, xMid, w.postNorm, eps, true);
     }
   }
 
@@ -540,7 +667,10 @@ class InfluencePass {
     const b = this.b;
     const w = this.model.weights.layers[l]!;
     const invFreq = this.model.invFreq;
-    b.matmulBackward(this.dAttnFlat, this.dx, w.o);
+    // The last layer: dx (and so dO, dS and dq) is zero on the rows before its answer rows.
+    const first = this.firstRow(l);
+    const count = this.n - first;
+    b.matmulBackward(this.rows(this.dAttnFlat, first, count), this.rows(this.dx, first, count), w.o);
     b.attentionBackward(
       this.dq,
       this.dk,
@@ -556,12 +686,11 @@ class InfluencePass {
       b.rows(this.influence, l, 1),
     );
     if (l === 0) return;
-    b.rope(this.dq, this.negatedPositions, invFreq, 1);
+    b.rope(this.rows(this.dq, first, count), this.rows(this.negatedPositions, first, count), invFreq, 1);
     b.rope(this.dk, this.negatedPositions, invFreq, 1);
     b.matmulBackward(this.dh, this.dqFlat, w.q);
     b.matmulBackward(this.dh, this.dkFlat, w.k, true);
     b.matmulBackward(this.dh, this.dvFlat, w.v, true);
-    b.rmsNormBackward(this.dNorm, this.dh, x, w.inputNorm, this.model.config.rmsNormEps);
-    b.add(this.dx, this.dx, this.dNorm);
+    b.rmsNormBackward(this.dx, this.dh, x, w.inputNorm, this.model.config.rmsNormEps, true);
   }
 }

@@ -8,7 +8,7 @@
 import { MoaError, uniformPlan } from "@moa/core";
 import type { Backend, Tensor } from "@moa/kernels-cuda";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { profileInfluence } from "../src/backward.js";
+import { profileInfluence, InfluenceSession } from "../src/backward.js";
 import { loadModel, type Model } from "../src/load.js";
 import { halfToFloat } from "../src/weights.js";
 import { fixtureDir } from "./fixtures.js";
@@ -321,6 +321,37 @@ describe.each(ARCHITECTURES)("profileInfluence on %s equals a float64 forward an
       }
     }
     expect(worst).toBeLessThan(1e-5);
+  });
+});
+
+describe("profileInfluence with an InfluenceSession", () => {
+  it("gives the same loss and influence as calls without, reusing one host array per length; release() is idempotent", async () => {
+    const model = await loadModel(fixtureDir("random-llama31"), { backend: "cpu" });
+    try {
+      const session = new InfluenceSession();
+      const arrays: Float32Array[] = [];
+      for (const [n, answerStart] of [
+        [150, 140],
+        [90, 70],
+        [150, 140],
+        [150, 120],
+      ] as const) {
+        const ids = tokens(n, model.config.vocabSize, answerStart);
+        const alone = profileInfluence(model, ids, answerStart);
+        const shared = profileInfluence(model, ids, answerStart, { session });
+        expect(shared.loss).toBe(alone.loss);
+        expect(shared.influence).toEqual(alone.influence);
+        arrays.push(shared.influence);
+      }
+      expect(arrays[1]).not.toBe(arrays[0]); // another length: another array
+      expect(arrays[3]).toBe(arrays[2]); // the same length again: the same array, overwritten
+      // The CPU reference keeps no fp16 weight copies: nothing is held, and releasing is harmless.
+      expect(session.heldBytes).toBe(0);
+      session.release();
+      session.release();
+    } finally {
+      model.dispose();
+    }
   });
 });
 

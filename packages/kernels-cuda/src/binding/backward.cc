@@ -70,7 +70,7 @@ Napi::Value MatmulBackward(const Napi::CallbackInfo& info) {
   });
 }
 
-// rmsNormBackward(dx, dy, x, weight, weightType, rows, dim, eps)
+// rmsNormBackward(dx, dy, x, weight, weightType, rows, dim, eps, accumulate)
 Napi::Value RmsNormBackward(const Napi::CallbackInfo& info) {
   const std::string op = "rmsNormBackward";
   return guarded(info, [&] {
@@ -78,6 +78,7 @@ Napi::Value RmsNormBackward(const Napi::CallbackInfo& info) {
     const int64_t rows = intArg(info, 5, op, "rows");
     const int64_t dim = intArg(info, 6, op, "dim");
     const float eps = floatArg(info, 7, op, "eps");
+    const bool accumulate = info[8].ToBoolean().Value();
     const size_t bytes = mul(op, rows, dim) * F32;
     const Ref dx = tensorArg(info, 0, op, "dx", bytes);
     const Ref dy = tensorArg(info, 1, op, "dy", bytes);
@@ -86,12 +87,12 @@ Napi::Value RmsNormBackward(const Napi::CallbackInfo& info) {
     if (onDevice(op, {dx, dy, x, weight})) {
 #ifdef MOA_WITH_CUDA
       cuda::rmsNormBackward(static_cast<float*>(dx.data), static_cast<const float*>(dy.data),
-                            static_cast<const float*>(x.data), weight.data, weightType, rows, dim, eps);
+                            static_cast<const float*>(x.data), weight.data, weightType, rows, dim, eps, accumulate);
 #endif
       return;
     }
     cpu::rmsNormBackward(static_cast<float*>(dx.data), static_cast<const float*>(dy.data),
-                         static_cast<const float*>(x.data), weight.data, weightType, rows, dim, eps);
+                         static_cast<const float*>(x.data), weight.data, weightType, rows, dim, eps, accumulate);
   });
 }
 

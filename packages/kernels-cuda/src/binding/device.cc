@@ -64,6 +64,19 @@ Napi::Value PinHalf(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(id));
 }
 
+// pinHalfOutput(deviceAddress, elementCount) → id
+Napi::Value PinHalfOutput(const Napi::CallbackInfo& info) {
+  const std::string op = "pinHalfOutputs";
+  int64_t id = 0;
+  guarded(info, [&] {
+    const int64_t count = intArg(info, 1, op, "count");
+    const Ref target = tensorArg(info, 0, op, "target", bytesOf(count, DType::F32));
+    if (!target.device) fail(op, "pinHalfOutput takes a device address");
+    id = cuda::pinHalfOutput(target.data, count);
+  });
+  return Napi::Number::New(info.Env(), static_cast<double>(id));
+}
+
 Napi::Value UnpinHalf(const Napi::CallbackInfo& info) {
   return guarded(info, [&] { cuda::unpinHalf(intArg(info, 0, "pinHalfCopies", "id")); });
 }
@@ -152,6 +165,7 @@ void registerDevice(Napi::Env env, Napi::Object exports) {
   exports.Set("memoryInfo", Napi::Function::New(env, MemoryInfo, "memoryInfo"));
   exports.Set("releaseScratch", Napi::Function::New(env, ReleaseScratch, "releaseScratch"));
   exports.Set("pinHalf", Napi::Function::New(env, PinHalf, "pinHalf"));
+  exports.Set("pinHalfOutput", Napi::Function::New(env, PinHalfOutput, "pinHalfOutput"));
   exports.Set("unpinHalf", Napi::Function::New(env, UnpinHalf, "unpinHalf"));
   exports.Set("cublasStatus", Napi::Function::New(env, CublasStatus, "cublasStatus"));
 #endif

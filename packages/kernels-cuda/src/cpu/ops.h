@@ -98,7 +98,7 @@ void matmulBackward(float* dx, const float* dy, const void* w, DType wType, int6
 // dx of out = x · r · weight, r = 1/sqrt(mean(x²) + eps), given dy:
 // dx = r · (weight ⊙ dy) − x · r³ / dim · Σ(x ⊙ weight ⊙ dy), per row.
 void rmsNormBackward(float* dx, const float* dy, const float* x, const void* weight, DType weightType,
-                     int64_t rows, int64_t dim, float eps);
+                     int64_t rows, int64_t dim, float eps, bool accumulate = false);
 
 // Gradients of out = silu(gate) · up: dUp = dOut · silu(gate), dGate = dOut · up · σ(gate)(1 + gate(1 − σ(gate))).
 void siluMulBackward(float* dGate, float* dUp, const float* dOut, const float* gate, const float* up, int64_t count);

@@ -56,6 +56,11 @@ void releaseScratch();
 // The caller must not change the tensor meanwhile. Returns the pin's id: 0, and no copy, when the profiling
 // precision is not "f16" (MOA_CUDA_BACKWARD_PRECISION), which reads no fp16 copies.
 int64_t pinHalf(const void* source, int64_t count, DType type);
+// An empty scaled fp16 copy for an f32 tensor an op is about to write: the next siluMul, siluMulBackward or
+// rmsNorm writing exactly these `count` elements at `target` writes the copy instead of the tensor (the GEMMs
+// then read the copy; any other reader of the tensor is refused). Returns 0, and pins nothing, when the
+// profiling precision is not "f16".
+int64_t pinHalfOutput(const void* target, int64_t count);
 void unpinHalf(int64_t id);
 
 // out[m, n] = x[m, k] · wᵀ (+ bias[n]) through cuBLAS: bf16/f16 weights multiply x rounded to the same 16-bit
@@ -120,7 +125,7 @@ void attentionDecode(float* out, const float* q, const KvCache& cache, const int
 void matmulBackward(float* dx, const float* dy, const void* w, DType wType, int64_t m, int64_t n, int64_t k,
                     bool accumulate);
 void rmsNormBackward(float* dx, const float* dy, const float* x, const void* weight, DType weightType, int64_t rows,
-                     int64_t dim, float eps);
+                     int64_t dim, float eps, bool accumulate = false);
 void siluMulBackward(float* dGate, float* dUp, const float* dOut, const float* gate, const float* up, int64_t count);
 // Checks the targets on the host first (a small device-to-host copy) and throws std::out_of_range like the CPU.
 void crossEntropy(float* losses, float* dLogits, const float* logits, const int32_t* targets, int64_t rows,

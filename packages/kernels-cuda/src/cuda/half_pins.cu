@@ -1,6 +1,6 @@
 // Pinned scaled-fp16 copies (half_scale.cuh: pinHalf). A copy is made once, in stream order, into memory of its
 // own, with its scale in a device float beside it; the profiler's GEMMs find it by the source's address and
-// element count. The registry is a short list: a pass pins a model's weights (a few hundred) and an activation
+// element count. An output pin (pinHalfOutput) is made empty and filled by the op that writes its source. The registry is a short list: a pass pins a model's weights (a few hundred) and an activation
 // or two at a time, and a lookup is a linear scan of pointers, far below a GEMM's launch cost.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -35,6 +35,26 @@ SourceType sourceType(DType type, const std::string& op) {
   }
 }
 
+// The halves, padded to 16 bytes, then the scale and the word the producer of an output pin gathers its maximum in.
+PinnedHalf allocatePin(const void* source, int64_t count, bool output) {
+  const size_t halfBytes = (static_cast<size_t>(count) * sizeof(__half) + 15) / 16 * 16;
+  auto* base = static_cast<char*>(allocate(halfBytes + 16, false));
+  return {source,
+          count,
+          base,
+          reinterpret_cast<float*>(base + halfBytes),
+          reinterpret_cast<unsigned*>(base + halfBytes + sizeof(float)),
+          output,
+          !output};
+}
+
+int64_t registerPin(const PinnedHalf& pin) {
+  const int64_t id = nextId++;
+  pins.emplace(id, pin);
+  bySource.emplace(pin.source, id);
+  return id;
+}
+
 }  // namespace
 
 int64_t pinHalf(const void* source, int64_t count, DType type) {
@@ -45,10 +65,8 @@ int64_t pinHalf(const void* source, int64_t count, DType type) {
   if (backwardPrecision() != BackwardPrecision::F16) return 0;
   std::lock_guard<std::mutex> lock(pinsMutex);
   if (bySource.count(source) != 0) throw std::runtime_error(op + ": this tensor already has a pinned copy");
-  // The halves, padded to 16 bytes, then the scale.
-  const size_t halfBytes = (static_cast<size_t>(count) * sizeof(__half) + 15) / 16 * 16;
-  auto* base = static_cast<char*>(allocate(halfBytes + 16, false));
-  PinnedHalf pin{source, count, base, reinterpret_cast<float*>(base + halfBytes)};
+  PinnedHalf pin = allocatePin(source, count, false);
+  char* base = static_cast<char*>(pin.half);
   try {
     const HalfJob job{source, pin.half, count, kind};
     const HalfScales scales = toScaledHalves(&job, 1, -1.0f, op, sizes);
@@ -57,10 +75,15 @@ int64_t pinHalf(const void* source, int64_t count, DType type) {
     release(base);
     throw;
   }
-  const int64_t id = nextId++;
-  pins.emplace(id, pin);
-  bySource.emplace(source, id);
-  return id;
+  return registerPin(pin);
+}
+
+int64_t pinHalfOutput(const void* target, int64_t count) {
+  const std::string op = "pinHalfOutputs";
+  if (backwardPrecision() != BackwardPrecision::F16) return 0;
+  std::lock_guard<std::mutex> lock(pinsMutex);
+  if (bySource.count(target) != 0) throw std::runtime_error(op + ": this tensor already has a pinned copy");
+  return registerPin(allocatePin(target, count, true));
 }
 
 void unpinHalf(int64_t id) {
@@ -78,7 +101,46 @@ const PinnedHalf* findPinnedHalf(const void* source, int64_t count) {
   const auto id = bySource.find(source);
   if (id == bySource.end()) return nullptr;
   const PinnedHalf& pin = pins.at(id->second);
-  return pin.count == count ? &pin : nullptr;
+  if (pin.count != count) return nullptr;
+  if (!pin.written) {
+    throw std::runtime_error(
+        "a GEMM read a tensor pinned by pinHalfOutputs before an op wrote it (siluMul, siluMulBackward and rmsNorm "
+        "write such copies; " + std::to_string(count) + " elements)");
+  }
+  return &pin;
+}
+
+void fillPinFrom(const PinnedHalf& pin, const float* source, const std::string& op, const std::string& sizes) {
+  const HalfJob job{source, pin.half, pin.count, SourceType::F32};
+  const HalfScales scales = toScaledHalves(&job, 1, -1.0f, op, sizes);
+  check(op, cudaMemcpyAsync(pin.scale, scales.scales, sizeof(float), cudaMemcpyDeviceToDevice, 0), sizes);
+}
+
+const PinnedHalf* takePinnedOutput(const void* target, int64_t count, const std::string& op) {
+  std::lock_guard<std::mutex> lock(pinsMutex);
+  if (pins.empty()) return nullptr;
+  const auto id = bySource.find(target);
+  if (id == bySource.end()) return nullptr;
+  PinnedHalf& pin = pins.at(id->second);
+  if (!pin.output) return nullptr;
+  if (pin.count != count) {
+    throw std::runtime_error(op + ": the output is pinned by pinHalfOutputs with " + std::to_string(pin.count) +
+                             " elements, the op writes " + std::to_string(count));
+  }
+  pin.written = true;
+  return &pin;
+}
+
+void requireWritten(const void* source, int64_t count, const std::string& op) {
+  std::lock_guard<std::mutex> lock(pinsMutex);
+  if (pins.empty()) return;
+  const auto id = bySource.find(source);
+  if (id == bySource.end()) return;
+  const PinnedHalf& pin = pins.at(id->second);
+  if (pin.output && pin.count == count) {
+    throw std::runtime_error(op + ": reads a tensor pinned by pinHalfOutputs, which holds only its fp16 copy (" +
+                             std::to_string(count) + " elements): only the scaled fp16 GEMMs may read it");
+  }
 }
 
 }  // namespace moa::cuda

@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "cuda/check.cuh"
+#include "cuda/half_output.cuh"
 #include "cuda/half_scale.cuh"
 #include "cuda/scratch.cuh"
 #include "cuda/widen.cuh"
@@ -71,15 +72,7 @@ __device__ __forceinline__ bool vectorised(const HalfJob& job) {
   return reinterpret_cast<uintptr_t>(job.src) % align == 0 && reinterpret_cast<uintptr_t>(job.dst) % 16 == 0;
 }
 
-// s = 2^(15 − e) with max < 2^e; 1 when the maximum is 0, infinite or NaN (those values pass through as they are).
-__device__ __forceinline__ float scaleFor(unsigned bits) {
-  const float m = __uint_as_float(bits);
-  if (!(m > 0.0f) || isinf(m)) return 1.0f;
-  int e = 0;
-  frexpf(m, &e);
-  const int shift = min(max(15 - e, -126), 126);
-  return ldexpf(1.0f, shift);
-}
+__device__ __forceinline__ float scaleFor(unsigned bits) { return halfScaleFor(bits); }
 
 // This thread's elements of a job: groups of eight (`group(first, values)`) where the job is aligned for
 // them, then one at a time (`one(index, value)`), grid-stride over the job's blocks.
@@ -108,11 +101,10 @@ __global__ void maxKernel(Jobs jobs) {
       jobs, jobs.job[j],
       [&](int64_t, const float (&v)[8]) {
 #pragma unroll
-        for (int e = 0; e < 8; ++e) m = max(m, __float_as_uint(fabsf(v[e])));
+        for (int e = 0; e < 8; ++e) m = max(m, magnitudeBits(v[e]));
       },
-      [&](int64_t, float value) { m = max(m, __float_as_uint(fabsf(value))); });
-  for (int offset = 16; offset > 0; offset >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, offset));
-  if (threadIdx.x % 32 == 0 && m > 0) atomicMax(jobs.maxBits + j, m);
+      [&](int64_t, float value) { m = max(m, magnitudeBits(value)); });
+  warpMaxInto(m, jobs.maxBits + j);
 }
 
 __global__ void copyKernel(Jobs jobs) {
@@ -125,10 +117,7 @@ __global__ void copyKernel(Jobs jobs) {
         uint4 out;
         uint32_t* words = reinterpret_cast<uint32_t*>(&out);
 #pragma unroll
-        for (int w = 0; w < 4; ++w) {
-          const __half2 pair = __floats2half2_rn(v[2 * w] * s, v[2 * w + 1] * s);
-          words[w] = *reinterpret_cast<const uint32_t*>(&pair);
-        }
+        for (int w = 0; w < 4; ++w) words[w] = packScaledHalves(v[2 * w], v[2 * w + 1], s);
         *reinterpret_cast<uint4*>(dst + first) = out;
       },
       [&](int64_t i, float value) { dst[i] = __float2half_rn(value * s); });

@@ -32,17 +32,33 @@ struct HalfScales {
 HalfScales toScaledHalves(const HalfJob* jobs, int count, float gemmBeta, const std::string& op,
                           const std::string& sizes, const float* otherScale = nullptr);
 
-// A scaled fp16 copy kept until unpinned (cuda_ops.h: pinHalf): `half` holds the copy of `count` elements of
-// `source`, `scale` (device) its power of two.
+// A scaled fp16 copy kept until unpinned (cuda_ops.h: pinHalf, pinHalfOutput): `half` holds the copy of
+// `count` elements of `source`, `scale` (device) its power of two. An output pin is filled by the op that
+// writes `source` (`maxBits`: the device word its maximum is gathered in), which then writes only the copy.
 struct PinnedHalf {
   const void* source;
   int64_t count;
   void* half;
   float* scale;
+  unsigned* maxBits;
+  bool output;
+  bool written;
 };
 
-// The pinned copy of exactly these `count` elements at `source`, or null.
+// The pinned copy of exactly these `count` elements at `source`, or null. Throws for an output pin whose op
+// has not run yet (the copy holds nothing).
 const PinnedHalf* findPinnedHalf(const void* source, int64_t count);
+
+// For an op about to write `count` elements at `target`: the output pin there (marked written: the op must
+// fill its copy and may leave `target` unwritten), or null when there is none and the op writes `target`.
+const PinnedHalf* takePinnedOutput(const void* target, int64_t count, const std::string& op);
+
+// Fills an output pin from `source`, f32 values its op wrote in full (a layout the op's own copy does not take).
+void fillPinFrom(const PinnedHalf& pin, const float* source, const std::string& op, const std::string& sizes);
+
+// Throws when `count` elements at `source` are only held as an output pin's copy: a reader of full precision
+// (a GEMM of f32 weights, any op but the scaled GEMMs) would read what was never written.
+void requireWritten(const void* source, int64_t count, const std::string& op);
 
 // The operands of one GEMM against a 16-bit weight (bf16 or f16, `halfWeight` true for f16): an fp32 activation of
 // `xCount` elements as a scaled fp16 copy in the Half scratch buffer, a bf16 weight of `wCount` too (an f16 weight

@@ -286,6 +286,7 @@ void matmul(float* out, const float* x, const void* w, DType wType, const void* 
     gemmScaledHalf(op, sizes, true, n, m, k, h.w, k, h.x, k, h.alphaBeta, out, n);
     return;
   }
+  requireWritten(x, m * k, op);
   if (exact && wType == DType::BF16) {
     auto* hi = static_cast<__nv_bfloat16*>(scratch(ScratchSlot::Half, static_cast<size_t>(m * k) * 4, op));
     __nv_bfloat16* lo = hi + m * k;

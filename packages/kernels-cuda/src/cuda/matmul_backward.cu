@@ -41,6 +41,7 @@ void matmulBackward(float* dx, const float* dy, const void* w, DType wType, int6
     gemmScaledHalf(op, sizes, false, k, m, n, h.w, k, h.x, n, h.alphaBeta, dx, k);
     return;
   }
+  requireWritten(dy, m * n, op);
   if (wType == DType::BF16) {
     const bool split = precision == BackwardPrecision::Split;
     auto* hi = static_cast<__nv_bfloat16*>(scratch(ScratchSlot::Half, static_cast<size_t>(m * n) * (split ? 4 : 2), op));

@@ -1,11 +1,16 @@
 // out[r, :] = x[r, :] / sqrt(mean(x[r, :]²) + eps) · weight; one block per row, fp32 reduction.
-// Same signature and numerics as src/cpu/rms_norm.cc.
+// Same signature and numerics as src/cpu/rms_norm.cc. When out holds an output pin (half_scale.cuh:
+// pinHalfOutput) only its scaled fp16 copy is written, in two passes over x (the maximum, then the copy).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <string>
+
 #include "cuda/check.cuh"
 #include "cuda/cuda_ops.h"
+#include "cuda/half_output.cuh"
+#include "cuda/half_scale.cuh"
 
 namespace moa::cuda {
 namespace {
@@ -27,9 +32,16 @@ __device__ inline float widen<__half>(__half value) {
   return __half2float(value);
 }
 
-template <typename W>
-__global__ void rmsNormKernel(float* out, const float* x, const W* weight, int64_t rows, int64_t dim, float eps) {
+enum class Output { F32, Maximum, Half };
+
+// F32: out = x · r · weight. Maximum: the maximum of |x · r · weight| into *maxBits. Half: its scaled fp16 copy
+// into `half` (the row reduction is the same code in all three, so the values are the same bits).
+template <typename W, Output OUT>
+__global__ void rmsNormKernel(float* out, const float* x, const W* weight, int64_t rows, int64_t dim, float eps,
+                              unsigned* maxBits, __half* half, float* scaleOut) {
   __shared__ float warpSums[kThreads / 32];
+  const float s = OUT == Output::Half ? halfScaleFor(*maxBits) : 1.0f;
+  unsigned m = 0;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const float* xr = x + row * dim;
     float sum = 0.0f;
@@ -40,28 +52,54 @@ __global__ void rmsNormKernel(float* out, const float* x, const W* weight, int64
     float total = 0.0f;
     for (int w = 0; w < kThreads / 32; ++w) total += warpSums[w];
     const float inv = 1.0f / sqrtf(total / static_cast<float>(dim) + eps);
-    float* o = out + row * dim;
-    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = xr[i] * inv * widen(weight[i]);
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+      const float value = xr[i] * inv * widen(weight[i]);
+      if constexpr (OUT == Output::F32) out[row * dim + i] = value;
+      if constexpr (OUT == Output::Maximum) m = max(m, magnitudeBits(value));
+      if constexpr (OUT == Output::Half) half[row * dim + i] = __float2half_rn(value * s);
+    }
     __syncthreads();  // warpSums is reused by the next row
   }
+  if constexpr (OUT == Output::Maximum) blockMaxInto(m, maxBits);
+  if constexpr (OUT == Output::Half) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) *scaleOut = s;
+  }
+}
+
+template <typename W>
+void launchRmsNorm(float* out, const float* x, const W* weight, int64_t rows, int64_t dim, float eps,
+                   const PinnedHalf* pin) {
+  const unsigned grid = static_cast<unsigned>(rows < 65535 ? rows : 65535);
+  if (pin == nullptr) {
+    rmsNormKernel<W, Output::F32><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, nullptr, nullptr, nullptr);
+    checkLaunch("rmsNorm");
+    return;
+  }
+  const std::string sizes = dims({{"rows", rows}, {"dim", dim}});
+  check("rmsNorm", cudaMemsetAsync(pin->maxBits, 0, sizeof(unsigned), 0), sizes);
+  auto* half = static_cast<__half*>(pin->half);
+  rmsNormKernel<W, Output::Maximum><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, pin->maxBits, half, pin->scale);
+  checkLaunch("rmsNorm", "maximum, " + sizes);
+  rmsNormKernel<W, Output::Half><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, pin->maxBits, half, pin->scale);
+  checkLaunch("rmsNorm", "fp16 copy, " + sizes);
 }
 
 }  // namespace
 
 void rmsNorm(float* out, const float* x, const void* weight, DType weightType, int64_t rows, int64_t dim, float eps) {
   if (rows == 0) return;
-  const unsigned grid = static_cast<unsigned>(rows < 65535 ? rows : 65535);
+  // With an output pin (the profiler's input of the q/k/v or gate/up projections) only its fp16 copy is written.
+  const PinnedHalf* pin = takePinnedOutput(out, rows * dim, "rmsNorm");
   switch (weightType) {
     case DType::BF16:
-      rmsNormKernel<<<grid, kThreads>>>(out, x, static_cast<const __nv_bfloat16*>(weight), rows, dim, eps);
+      launchRmsNorm(out, x, static_cast<const __nv_bfloat16*>(weight), rows, dim, eps, pin);
       break;
     case DType::F16:
-      rmsNormKernel<<<grid, kThreads>>>(out, x, static_cast<const __half*>(weight), rows, dim, eps);
+      launchRmsNorm(out, x, static_cast<const __half*>(weight), rows, dim, eps, pin);
       break;
     default:
-      rmsNormKernel<<<grid, kThreads>>>(out, x, static_cast<const float*>(weight), rows, dim, eps);
+      launchRmsNorm(out, x, static_cast<const float*>(weight), rows, dim, eps, pin);
   }
-  checkLaunch("rmsNorm");
 }
 
 }  // namespace moa::cuda

@@ -1,6 +1,6 @@
 // Input gradient of RMSNorm (same signature and numerics as src/cpu/rms_norm_backward.cc): per row, with
 // r = 1/sqrt(mean(x²) + eps) computed in fp32 as the forward does,
-//   dx = r · (weight ⊙ dy) − x · r³ / dim · Σ_j x_j · weight_j · dy_j.
+//   dx = r · (weight ⊙ dy) − x · r³ / dim · Σ_j x_j · weight_j · dy_j   (with `accumulate`: dx_out += dx).
 // One block per row; the two row sums are accumulated in double, as the reference does, so a row of
 // thousands of mixed-sign products does not lose the small difference dx often is.
 #include <cuda_bf16.h>
@@ -18,7 +18,7 @@ constexpr int kThreads = 256;
 
 template <typename W>
 __global__ void rmsNormBackwardKernel(float* dx, const float* dy, const float* x, const W* weight, int64_t rows,
-                                      int64_t dim, float eps) {
+                                      int64_t dim, float eps, bool accumulate) {
   __shared__ double warpSums[2][kThreads / 32];
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const float* xr = x + row * dim;
@@ -48,7 +48,11 @@ __global__ void rmsNormBackwardKernel(float* dx, const float* dy, const float* x
     const float inv = 1.0f / sqrtf(static_cast<float>(squares) / static_cast<float>(dim) + eps);
     const float coefficient = static_cast<float>(dot * inv * inv * inv / static_cast<double>(dim));
     float* out = dx + row * dim;
-    for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) out[j] = inv * widen(weight[j]) * dyr[j] - xr[j] * coefficient;
+    for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) {
+      const float value = inv * widen(weight[j]) * dyr[j] - xr[j] * coefficient;
+      // __fadd_rn: the same rounding as a separate add, never fused with the products above.
+      out[j] = accumulate ? __fadd_rn(out[j], value) : value;
+    }
     __syncthreads();  // warpSums is reused by the next row
   }
 }
@@ -56,18 +60,18 @@ __global__ void rmsNormBackwardKernel(float* dx, const float* dy, const float* x
 }  // namespace
 
 void rmsNormBackward(float* dx, const float* dy, const float* x, const void* weight, DType weightType, int64_t rows,
-                     int64_t dim, float eps) {
+                     int64_t dim, float eps, bool accumulate) {
   if (rows == 0) return;
   const unsigned grid = static_cast<unsigned>(rows < 65535 ? rows : 65535);
   switch (weightType) {
     case DType::BF16:
-      rmsNormBackwardKernel<<<grid, kThreads>>>(dx, dy, x, static_cast<const __nv_bfloat16*>(weight), rows, dim, eps);
+      rmsNormBackwardKernel<<<grid, kThreads>>>(dx, dy, x, static_cast<const __nv_bfloat16*>(weight), rows, dim, eps, accumulate);
       break;
     case DType::F16:
-      rmsNormBackwardKernel<<<grid, kThreads>>>(dx, dy, x, static_cast<const __half*>(weight), rows, dim, eps);
+      rmsNormBackwardKernel<<<grid, kThreads>>>(dx, dy, x, static_cast<const __half*>(weight), rows, dim, eps, accumulate);
       break;
     default:
-      rmsNormBackwardKernel<<<grid, kThreads>>>(dx, dy, x, static_cast<const float*>(weight), rows, dim, eps);
+      rmsNormBackwardKernel<<<grid, kThreads>>>(dx, dy, x, static_cast<const float*>(weight), rows, dim, eps, accumulate);
   }
   checkLaunch("rmsNormBackward", dims({{"rows", rows}, {"dim", dim}}));
 }

@@ -261,6 +261,95 @@ describe("pinHalfCopies (operand copies made once for the profiler's GEMMs)", ()
   });
 });
 
+describe("pinHalfOutputs (the profiler's GEMM inputs written as their fp16 copies by their ops)", () => {
+  /** What `consume` (GEMMs) gives when `produce` writes f32 outputs, pinned after, and when it writes only copies. */
+  function bothWays(
+    shapes: number[][],
+    produce: (outs: Tensor[]) => void,
+    consume: (outs: Tensor[]) => Tensor,
+  ): [Float32Array, Float32Array] {
+    const plain = shapes.map((shape) => poisoned(shape));
+    produce(plain);
+    const unpinPlain = cuda.pinHalfCopies(plain);
+    const expected = host(cuda, consume(plain));
+    unpinPlain();
+    const pinned = shapes.map((shape) => poisoned(shape));
+    const unpin = cuda.pinHalfOutputs(pinned);
+    produce(pinned);
+    const actual = host(cuda, consume(pinned));
+    unpin();
+    return [actual, expected];
+  }
+  const bf16 = (rows: number, cols: number, scale = 0.2) =>
+    cuda.fromHost("bf16", [rows, cols], toBf16Bits(random(rows * cols, -scale, scale)));
+
+  // 4096 × 1030: the profiler's shape class; 33 × 7: not a multiple of 4 elements (written, then converted).
+  for (const [rows, ff, d] of [
+    [4096, 1030, 256],
+    [33, 7, 24],
+  ] as const) {
+    it(`siluMul, siluMulBackward and rmsNorm: the same bits as a conversion of their outputs (${rows}×${ff})`, () => {
+      const gate = cuda.fromHost("f32", [rows, ff], random(rows * ff, -9, 9));
+      const up = cuda.fromHost("f32", [rows, ff], random(rows * ff, -2, 2));
+      const down = bf16(d, ff);
+      const [forward, forwardRef] = bothWays(
+        [[rows, ff]],
+        ([act]) => cuda.siluMul(act!, gate, up),
+        ([act]) => {
+          const out = poisoned([rows, d]);
+          cuda.matmul(out, act!, down, undefined, true);
+          return out;
+        },
+      );
+      assert.deepEqual(forward, forwardRef, "down projection of siluMul's copy");
+      const dAct = cuda.fromHost("f32", [rows, ff], random(rows * ff, -1e-4, 1e-4));
+      const wGate = bf16(ff, d);
+      const wUp = bf16(ff, d);
+      const [backward, backwardRef] = bothWays(
+        [
+          [rows, ff],
+          [rows, ff],
+        ],
+        ([dGate, dUp]) => cuda.siluMulBackward(dGate!, dUp!, dAct, gate, up),
+        ([dGate, dUp]) => {
+          const dh = poisoned([rows, d]);
+          cuda.matmulBackward(dh, dGate!, wGate);
+          cuda.matmulBackward(dh, dUp!, wUp, true);
+          return dh;
+        },
+      );
+      assert.deepEqual(backward, backwardRef, "gate/up backward of siluMulBackward's copies");
+      const x = cuda.fromHost("f32", [rows, ff], random(rows * ff, -30, 30));
+      const norm = bf16(1, ff, 2);
+      const q = bf16(d, ff);
+      const [normed, normedRef] = bothWays(
+        [[rows, ff]],
+        ([h]) => cuda.rmsNorm(h!, x, cuda.reshape(norm, [ff]), 1e-5),
+        ([h]) => {
+          const out = poisoned([rows, d]);
+          cuda.matmul(out, h!, q, undefined, true);
+          return out;
+        },
+      );
+      assert.deepEqual(normed, normedRef, "projection of rmsNorm's copy");
+    });
+  }
+
+  it("a GEMM before the op, and a reader of f32, are refused with an error", () => {
+    const act = poisoned([8, 16]);
+    const unpin = cuda.pinHalfOutputs([act]);
+    const out = poisoned([8, 4]);
+    assert.throws(() => cuda.matmul(out, act, bf16(4, 16), undefined, true), /before an op wrote it/);
+    cuda.siluMul(act, cuda.fromHost("f32", [8, 16], random(128)), cuda.fromHost("f32", [8, 16], random(128)));
+    const f32w = cuda.fromHost("f32", [4, 16], random(64));
+    assert.throws(() => cuda.matmul(out, act, f32w, undefined, true), /only the scaled fp16 GEMMs/);
+    assert.throws(() => cuda.pinHalfOutputs([act]), /already has a pinned copy/);
+    unpin();
+    cuda.siluMul(act, cuda.fromHost("f32", [8, 16], random(128)), cuda.fromHost("f32", [8, 16], random(128)));
+    cuda.matmul(out, act, f32w, undefined, true); // unpinned: an ordinary f32 tensor again
+  });
+});
+
 describe("attentionColumnSums (H2O scores) against the CPU reference", () => {
   const cases: [number[], number, number, number][] = [
     [[1, 63, 64, 65], 2, 1, 64],
@@ -598,6 +687,15 @@ describe("kvAppend + attentionDecode (split-K over the sink + ring cache, batche
 });
 
 describe("errors and memory", () => {
+  it("toHost into a given array: the same values as a fresh one, in that array", () => {
+    const values = random(3 * 1024 * 1024, -5, 5);
+    const t = cuda.fromHost("f32", [3, 1024, 1024], values);
+    const into = new Float32Array(values.length);
+    assert.equal(cuda.toHost(t, into), into);
+    assert.deepEqual(into, values);
+    assert.throws(() => cuda.toHost(t, new Float32Array(7)), /into holds 28 bytes/);
+  });
+
   it("an allocation larger than the GPU throws a JS error naming the op and the size, and the backend goes on", () => {
     assert.throws(
       () => cuda.empty("f32", [2 ** 40 / 4]),
@@ -712,6 +810,21 @@ describe("backward ops (profiling) against the CPU reference", () => {
       } else {
         assertClose(host(cuda, dx), host(cpu, dxRef), 1e-5, "rmsNormBackward");
       }
+
+      // accumulate: dx += the gradient, the same bits as the gradient and a separate add.
+      const start = random(rows * dim, -2, 2);
+      const summed = cuda.fromHost("f32", [rows, dim], start);
+      cuda.add(summed, summed, dx);
+      const fused = cuda.fromHost("f32", [rows, dim], start);
+      cuda.rmsNormBackward(
+        fused,
+        cuda.fromHost("f32", [rows, dim], dy),
+        cuda.fromHost("f32", [rows, dim], x),
+        cuda.fromHost("bf16", [dim], w),
+        1e-5,
+        true,
+      );
+      assert.deepEqual(host(cuda, fused), host(cuda, summed), "rmsNormBackward with accumulate");
 
       const gate = random(rows * dim, -8, 8);
       const dGate = poisoned([rows, dim]);
