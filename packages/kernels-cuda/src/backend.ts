@@ -209,6 +209,10 @@ export interface Backend {
    * block (qb, kb) of sequence b and query head h, Σ|E_ij| over the block is ADDED to influence[b, h, qb, kb],
    * with A = P, G = dL/dA = dOut_i·v_j, S_i = dOut_i·out_i, E_ij = −A_ij (G_ij − S_i)/(1 − A_ij + eps),
    * row 0: E_0j = G_0j A_0j, eps = fp32 machine epsilon. Entries outside the causal blocks are left alone.
+   * options.queryStart (default 0): dOut is read from this row of each sequence on, the rows before count as
+   * zero (a profile's last layer, whose loss reads only the answer rows): their dq is 0, they add no influence,
+   * and on CUDA their 64-row tiles are skipped. options.keyGradients false: dk and dv are not written (a
+   * profile's first layer needs only its influence).
    */
   attentionBackward(
     dq: Tensor,
@@ -223,6 +227,7 @@ export interface Backend {
     cuSeqlens: Int32Array,
     scale: number,
     influence?: Tensor,
+    options?: { readonly queryStart?: number; readonly keyGradients?: boolean },
   ): void;
   /** Cross-entropy of logits[rows, vocab] against targets i32 [rows], with max subtraction:
    *  losses[r] = logsumexp(logits[r]) − logits[r, targets[r]], dLogits = (softmax(logits) − onehot) · gradScale

@@ -541,6 +541,7 @@ export abstract class NativeBackend implements Backend {
     cuSeqlens: Int32Array,
     scale: number,
     influence?: Tensor,
+    options: { readonly queryStart?: number; readonly keyGradients?: boolean } = {},
   ): void {
     const args = new OpArgs("attentionBackward", this.name, {
       dq,
@@ -573,6 +574,11 @@ export abstract class NativeBackend implements Backend {
     args.shape("stats", st, [tokens, queryHeads, 2]);
     const sequences = checkCuSeqlens(args, cuSeqlens, tokens);
     args.finite("scale", scale);
+    const queryStart = options.queryStart ?? 0;
+    if (!Number.isSafeInteger(queryStart) || queryStart < 0 || queryStart > 2 ** 31 - 1) {
+      args.fail(`options.queryStart must be an integer in [0, 2³¹), got ${queryStart}`, RangeError);
+    }
+    const keyGradients = options.keyGradients ?? true;
     let longest = 0;
     for (let s = 0; s < sequences; s++) longest = Math.max(longest, cuSeqlens[s + 1]! - cuSeqlens[s]!);
     let blocks = 0;
@@ -629,6 +635,8 @@ export abstract class NativeBackend implements Backend {
           headDim,
           scale,
           blocks,
+          queryStart,
+          keyGradients,
         ),
     );
   }

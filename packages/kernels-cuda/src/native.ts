@@ -150,6 +150,8 @@ export interface NativeAddon {
     headDim: number,
     scale: number,
     blocks: number,
+    queryStart: number,
+    keyGradients: boolean,
   ): void;
   crossEntropy(
     losses: NativeRef,

@@ -263,6 +263,47 @@ describe("attentionBackward", () => {
     expect(Math.abs(r.influence[0]! - r.ref.influence[0]!)).toBeLessThan(1e-6 * r.ref.influence[0]!);
   });
 
+  it("queryStart: the same results as dOut zeroed before it; keyGradients false leaves dk and dv alone", () => {
+    const random = rng(31);
+    const lengths = [150, 90];
+    const [hq, hkv, d] = [4, 2, 16];
+    const tokens = 240;
+    const cu = cuSeqlensOf(lengths);
+    const scale = 1 / Math.sqrt(d);
+    const qt = backend.fromHost("f32", [tokens, hq, d], randomF32(random, tokens * hq * d, -3, 3));
+    const kt = backend.fromHost("f32", [tokens, hkv, d], randomF32(random, tokens * hkv * d, -3, 3));
+    const vt = backend.fromHost("f32", [tokens, hkv, d], randomF32(random, tokens * hkv * d));
+    const out = backend.empty("f32", [tokens, hq, d]);
+    const stats = backend.empty("f32", [tokens, hq, 2]);
+    backend.attentionPrefill(out, qt, kt, vt, cu, scale, undefined, stats);
+    const dOut = randomF32(random, tokens * hq * d);
+    const queryStart = 70; // inside the second block of the first sequence, in the second block of the other
+    const zeroed = dOut.slice();
+    for (const [s, n] of lengths.entries())
+      zeroed.fill(0, cu[s]! * hq * d, (cu[s]! + Math.min(queryStart, n)) * hq * d);
+    const backward = (grad: Float32Array, options?: { queryStart?: number; keyGradients?: boolean }) => {
+      const dq = backend.fromHost("f32", [tokens, hq, d], new Float32Array(tokens * hq * d).fill(7));
+      const dk = backend.fromHost("f32", [tokens, hkv, d], new Float32Array(tokens * hkv * d).fill(7));
+      const dv = backend.fromHost("f32", [tokens, hkv, d], new Float32Array(tokens * hkv * d).fill(7));
+      const influence = backend.empty("f32", [2, hq, 3, 3]);
+      const dOutT = backend.fromHost("f32", [tokens, hq, d], grad);
+      backend.attentionBackward(dq, dk, dv, dOutT, qt, kt, vt, out, stats, cu, scale, influence, options);
+      return [dq, dk, dv, influence].map((t) => backend.toHost(t) as Float32Array);
+    };
+    const want = backward(zeroed);
+    const got = backward(dOut, { queryStart });
+    for (const [i, name] of ["dq", "dk", "dv", "influence"].entries()) {
+      expect(got[i], name).toEqual(want[i]);
+    }
+    expect(got[0]!.subarray(0, queryStart * hq * d).every((x) => x === 0)).toBe(true);
+    const influenceOnly = backward(dOut, { keyGradients: false });
+    const full = backward(dOut);
+    expect(influenceOnly[0]).toEqual(full[0]);
+    expect(influenceOnly[3]).toEqual(full[3]);
+    expect(influenceOnly[1]!.every((x) => x === 7) && influenceOnly[2]!.every((x) => x === 7)).toBe(true);
+    expect(() => backward(dOut, { queryStart: -1 })).toThrow(/options.queryStart must be an integer/);
+  });
+
   it("refuses an influence tensor with too few blocks, and mismatched shapes", () => {
     const q = backend.empty("f32", [130, 2, 8]);
     const k = backend.empty("f32", [130, 1, 8]);

@@ -17,13 +17,15 @@
  * moa-nano/moa-tiny (measured), past what the profile is compared against. The GEMMs' operand copies are pinned
  * (Backend.pinHalfCopies) where one operand feeds several GEMMs: a 16-bit model's weights when memory is left
  * after the plan above (for the pass, or with a `session` from one call to the next), and each normed input
- * for the projections that read it (q, k, v; gate, up). The inputs that only GEMMs read (the normed inputs, the
+ * for the projections that read it (q, k, v; gate, up), and each layer's q, k and v from its attention forward
+ * to its attention backward (both read them as fp16 copies). The inputs that only GEMMs read (the normed inputs, the
  * MLP's activation and its gradients) are written by their ops as the fp16 copy alone (Backend.pinHalfOutputs).
  * Pinned or not, the results are the same bits.
  *
- * Rows: layer 0's backward stops at its influence (the gradient at the embeddings is not needed), and the last
- * layer computes its output projection and MLP, forward and backward, only on the rows from answerStart − 1 on:
- * its other rows reach the loss only through its keys and values.
+ * Rows: layer 0's backward stops at its influence (the gradient at the embeddings is not needed: its attention
+ * backward writes no dk, dv), and the last layer computes its output projection and MLP, forward and backward,
+ * and its attention backward only on the rows from answerStart − 1 on: its other rows reach the loss only
+ * through its keys and values.
  */
 import { MoaError } from "@moa/core";
 import type { Backend, Tensor } from "@moa/kernels-cuda";
@@ -258,6 +260,11 @@ class InfluencePass {
    * and siluMulBackward write only that copy of the GEMMs' inputs (Backend.pinHalfOutputs).
    */
   private readonly halfInputs: boolean;
+  /**
+   * Per layer, the release of the fp16 copies of its q, k and v (Backend.pinHalfCopies), made for its attention
+   * forward and read again by its attention backward: a kept layer holds them from the forward to its backward.
+   */
+  private readonly attentionPins: ((() => void) | undefined)[] = [];
   /** The 16-bit weights pinned for the pass when memory allows (empty otherwise). */
   private readonly pinnedWeights: readonly Tensor[] = [];
 
@@ -282,7 +289,9 @@ class InfluencePass {
     const fixedBytes =
       rowBytes * (5 * d + 2 * qDim + 2 * kvDim) + 4 * layers * heads * this.blocks * this.blocks;
     const inputBytes = rowBytes * d * layers;
-    const layerBytes = rowBytes * (2 * qDim + 2 * kvDim + 2 * heads + d + 2 * ff);
+    // A kept layer's activations, and the fp16 copies of its q, k and v (attentionPins).
+    const layerBytes =
+      rowBytes * (2 * qDim + 2 * kvDim + 2 * heads + d + 2 * ff) + 2 * n * (qDim + 2 * kvDim);
     const sharedBytes = (mlpRows: number) =>
       rowBytes * (2 * qDim + 2 * kvDim + 2 * heads + d) + 4 * mlpRows * 2 * ff;
     const mlpScratchBytes = (mlpRows: number) => 4 * mlpRows * 3 * ff;
@@ -428,6 +437,8 @@ class InfluencePass {
         const next = this.make("f32", [n, this.model.config.hiddenSize]);
         const acts = this.kept[l] ?? this.shared!;
         this.attentionForward(l, this.layerInputs[l]!, acts);
+        // The shared set is overwritten by the next layer: its copies go (the last layer's stay, as its set).
+        if (this.kept[l] === undefined && l < layers - 1) this.releaseAttentionPins(l);
         this.mlpForward(l, next, acts);
         this.layerInputs.push(next);
       }
@@ -442,10 +453,12 @@ class InfluencePass {
         const acts = kept ?? this.shared!;
         this.mlpBackward(l, acts);
         this.attentionBackward(l, this.layerInputs[l]!, acts);
+        this.releaseAttentionPins(l);
         this.release(l);
         if (kept !== undefined) this.releaseActivations(l, kept);
       }
     } finally {
+      for (let l = 0; l < this.attentionPins.length; l++) this.releaseAttentionPins(l);
       unpinWeights();
     }
     let total = 0;
@@ -480,6 +493,13 @@ class InfluencePass {
     this.kept[l] = undefined;
   }
 
+  /** Releases the fp16 copies of layer l's q, k and v, if it holds them. */
+  private releaseAttentionPins(l: number): void {
+    const unpin = this.attentionPins[l];
+    this.attentionPins[l] = undefined;
+    unpin?.();
+  }
+
   /** Frees a layer input once the backward no longer needs it. */
   private release(l: number): void {
     const t = this.layerInputs[l];
@@ -504,6 +524,10 @@ class InfluencePass {
     );
     b.rope(acts.q, this.positions, this.model.invFreq, 1);
     b.rope(acts.k, this.positions, this.model.invFreq, 1);
+    this.releaseAttentionPins(l);
+    if (this.halfWeights && elements(acts.k) >= PIN_MIN_ELEMENTS) {
+      this.attentionPins[l] = b.pinHalfCopies([acts.q, acts.k, acts.v]);
+    }
     b.attentionPrefill(
       acts.attn,
       acts.q,
@@ -684,6 +708,8 @@ class InfluencePass {
       this.cuSeqlens,
       this.model.scale,
       b.rows(this.influence, l, 1),
+      // The last layer's dO is zero before its answer rows; layer 0 needs only its influence (and dq, unread).
+      { queryStart: first, keyGradients: l > 0 },
     );
     if (l === 0) return;
     b.rope(this.rows(this.dq, first, count), this.rows(this.negatedPositions, first, count), invFreq, 1);

@@ -122,7 +122,7 @@ Napi::Value SiluMulBackward(const Napi::CallbackInfo& info) {
 }
 
 // attentionBackward(dq, dk, dv, influence, dOut, q, k, v, out, stats, cuSeqlens, sequences, tokens, queryHeads,
-//                   kvHeads, headDim, scale, blocks)
+//                   kvHeads, headDim, scale, blocks, queryStart, keyGradients)
 Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   const std::string op = "attentionBackward";
   return guarded(info, [&] {
@@ -131,6 +131,9 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
     const cpu::AttentionDims dims = attentionDimsArg(info, 13, op);
     const float scale = floatArg(info, 16, op, "scale");
     const int64_t blocks = intArg(info, 17, op, "blocks");
+    const int64_t queryStart = intArg(info, 18, op, "queryStart");
+    if (queryStart > 2147483647) fail(op, "queryStart exceeds int32");
+    const bool keyGradients = info[19].ToBoolean().Value();
     const int32_t* cuSeqlens = cuSeqlensArg(info, 10, op, sequences, tokens);
     if (cuSeqlens[0] != 0 || cuSeqlens[sequences] != tokens) fail(op, "cuSeqlens must run from 0 to tokens");
     for (int64_t s = 0; s < sequences; ++s) {
@@ -159,7 +162,8 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
                               static_cast<const float*>(q.data), static_cast<const float*>(k.data),
                               static_cast<const float*>(v.data), static_cast<const float*>(out.data),
                               static_cast<const float*>(stats.data), cuSeqlens, sequences,
-                              {dims.queryHeads, dims.kvHeads, dims.headDim}, scale, blocks);
+                              {dims.queryHeads, dims.kvHeads, dims.headDim}, scale, blocks,
+                              static_cast<int32_t>(queryStart), keyGradients);
 #endif
       return;
     }
@@ -167,7 +171,8 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
                            static_cast<float*>(influence.data), static_cast<const float*>(dOut.data),
                            static_cast<const float*>(q.data), static_cast<const float*>(k.data),
                            static_cast<const float*>(v.data), static_cast<const float*>(out.data),
-                           static_cast<const float*>(stats.data), cuSeqlens, sequences, dims, scale, blocks);
+                           static_cast<const float*>(stats.data), cuSeqlens, sequences, dims, scale, blocks,
+                           static_cast<int32_t>(queryStart), keyGradients);
   });
 }
 

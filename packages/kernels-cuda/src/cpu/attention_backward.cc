@@ -376,10 +376,20 @@ MOA_TARGET_AVX512 void keyAvx512(const BackwardJob& job, int64_t t0, int64_t t1)
 void attentionBackward(float* dq, float* dk, float* dv, float* influence, const float* dOut, const float* q,
                        const float* k, const float* v, const float* out, const float* stats,
                        const int32_t* cuSeqlens, int64_t sequences, const AttentionDims& dims, float scale,
-                       int64_t blocks) {
+                       int64_t blocks, int32_t queryStart, bool keyGradients) {
   const int64_t tokens = cuSeqlens[sequences];
   const int64_t hq = dims.queryHeads;
   const int64_t d = dims.headDim;
+  // Rows before queryStart count as zero: the reference reads a copy of dOut with those rows zeroed.
+  std::vector<float> zeroed;
+  if (queryStart > 0) {
+    zeroed.assign(dOut, dOut + tokens * hq * d);
+    for (int64_t s = 0; s < sequences; ++s) {
+      const int64_t rows = std::min<int64_t>(queryStart, cuSeqlens[s + 1] - cuSeqlens[s]);
+      std::fill_n(zeroed.begin() + cuSeqlens[s] * hq * d, rows * hq * d, 0.0f);
+    }
+    dOut = zeroed.data();
+  }
 
   // D_i = dO_i · O_i per (token, query head), in double.
   std::vector<float> delta(static_cast<size_t>(tokens * hq));
@@ -426,6 +436,7 @@ void attentionBackward(float* dq, float* dk, float* dv, float* influence, const 
 #endif
   parallelFor(static_cast<int64_t>(queryTiles.size()) * hq, 1,
               [&](int64_t t0, int64_t t1) { runQueries(job, t0, t1); });
+  if (!keyGradients) return;
   job.tiles = &keyTiles;
   parallelFor(static_cast<int64_t>(keyTiles.size()) * dims.kvHeads, 1,
               [&](int64_t t0, int64_t t1) { runKeys(job, t0, t1); });

@@ -92,6 +92,7 @@ struct Params {
   float* dkOut;      // pass B's output: dk itself [T, Hkv, D] (MHA), else per-query-head partials [T, Hq, D]
   float* dvOut;
   int outHeads;      // heads of dkOut/dvOut: Hkv or Hq
+  int queryStart;    // backward: dO is read from this row of each sequence on (the rows before count as zero)
   const Task* tasks;
   int queryHeads;
   int kvHeads;
@@ -127,17 +128,17 @@ struct OperandScales {
   }
 };
 
-// Stages rows [row0, row0 + 64) (sequence-relative; rows ≥ n are zero) of head `head` of a bf16 [T, heads, D]
-// tensor into a swizzled tile.
+// Stages rows [row0, row0 + 64) (sequence-relative; rows ≥ n and rows before `first` are zero) of head `head`
+// of a bf16 [T, heads, D] tensor into a swizzled tile.
 template <int D>
 __device__ __forceinline__ void stage(uint4* tile, const __nv_bfloat16* base, int64_t seqStart, int n, int row0,
-                                      int heads, int head) {
+                                      int heads, int head, int first = 0) {
   constexpr int kChunks = D / 8;
   for (int c = threadIdx.x; c < kTile * kChunks; c += kThreads) {
     const int row = c / kChunks;
     const int chunk = c % kChunks;
     const int r = row0 + row;
-    const bool valid = r < n;
+    const bool valid = r < n && r >= first;
     const __nv_bfloat16* src = base + ((seqStart + (valid ? r : 0)) * heads + head) * static_cast<int64_t>(D) + chunk * 8;
     cpAsync16(smemAddress(tile + chunkOffset<D>(row, chunk)), src, valid);
   }
@@ -254,9 +255,9 @@ __host__ __device__ constexpr int keyCtasPerSm() {
 // Stages both bf16 halves of an fp32 operand (hi, and with SPLIT lo one tile further) like `stage`.
 template <int D, bool SPLIT, bool HALF>
 __device__ __forceinline__ void stageHalves(uint4* tile, const __nv_bfloat16* hi, const __nv_bfloat16* lo,
-                                            int64_t seqStart, int n, int row0, int heads, int head) {
-  stage<D>(tile, hi, seqStart, n, row0, heads, head);
-  if constexpr (SPLIT) stage<D>(tile + tileChunks<D>(), lo, seqStart, n, row0, heads, head);
+                                            int64_t seqStart, int n, int row0, int heads, int head, int first = 0) {
+  stage<D>(tile, hi, seqStart, n, row0, heads, head, first);
+  if constexpr (SPLIT) stage<D>(tile + tileChunks<D>(), lo, seqStart, n, row0, heads, head, first);
 }
 
 // ---- F: forward with statistics ----
@@ -435,7 +436,7 @@ __global__ void __launch_bounds__(kThreads, (queryCtasPerSm<D, HALF>())) queryKe
                                              task.tile) * p.blocks;
 
   stageHalves<D, SPLIT, HALF>(qTile, p.qHi, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
-  stageHalves<D, SPLIT, HALF>(dOTile, p.dOHi, p.dOLo, task.seqStart, n, q0, p.queryHeads, h);
+  stageHalves<D, SPLIT, HALF>(dOTile, p.dOHi, p.dOLo, task.seqStart, n, q0, p.queryHeads, h, p.queryStart);
   auto stageKeys = [&](int stageIndex, int k0) {
     uint4* kt = kTiles + stageIndex * kHalves * kT;
     uint4* vt = vTiles + stageIndex * kHalves * kT;
@@ -445,12 +446,13 @@ __global__ void __launch_bounds__(kThreads, (queryCtasPerSm<D, HALF>())) queryKe
   stageKeys(0, 0);
   cpAsyncCommit();
 
-  // D_i = dO_i · O_i in fp32 from the fp32 tensors; rows past the sequence get P = 0 through 1/l = 0.
+  // D_i = dO_i · O_i in fp32 from the fp32 tensors; rows past the sequence get P = 0 through 1/l = 0, rows
+  // before queryStart D_i = 0 (their dO counts as zero).
   for (int r = warp; r < kTile; r += kWarps) {
     const int row = q0 + r;
     const bool valid = row < n;
     float sum = 0.0f;
-    if (valid) {
+    if (valid && row >= p.queryStart) {
       const float* dO = p.dOut + (task.seqStart + row) * rowStride + h * D;
       const float* o = p.out + (task.seqStart + row) * rowStride + h * D;
       for (int e = lane; e < D; e += 32) sum += dO[e] * o[e];
@@ -650,6 +652,8 @@ __global__ void __launch_bounds__(kThreads, (keyCtasPerSm<D, HALF>())) keyKernel
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int items = (n + kTile - 1) / kTile - task.tile;  // query tiles from the diagonal on
+  // Query tiles wholly before queryStart have dO = 0 and add nothing: the walk starts at queryStart's tile.
+  const int firstItem = max(0, p.queryStart / kTile - task.tile);
 
   stageHalves<D, SPLIT, HALF>(kTile0, p.kHi, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
   stageHalves<D, SPLIT, HALF>(vTile0, p.vHi, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
@@ -658,17 +662,17 @@ __global__ void __launch_bounds__(kThreads, (keyCtasPerSm<D, HALF>())) keyKernel
     uint4* qt = qTiles + stageIndex * kHalves * kT;
     uint4* dt = dOTiles + stageIndex * kHalves * kT;
     stageHalves<D, SPLIT, HALF>(qt, p.qHi, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
-    stageHalves<D, SPLIT, HALF>(dt, p.dOHi, p.dOLo, task.seqStart, n, q0, p.queryHeads, h);
+    stageHalves<D, SPLIT, HALF>(dt, p.dOHi, p.dOLo, task.seqStart, n, q0, p.queryHeads, h, p.queryStart);
     for (int r = threadIdx.x; r < kTile; r += kThreads) {
       const int row = q0 + r;
       const bool valid = row < n;
       const int64_t index = (task.seqStart + (valid ? row : 0)) * static_cast<int64_t>(p.queryHeads) + h;
       colMax[stageIndex][r] = valid ? p.stats[index * 2] * kLog2e : 0.0f;
       colInv[stageIndex][r] = valid ? 1.0f / p.stats[index * 2 + 1] : 0.0f;
-      colDelta[stageIndex][r] = valid ? p.delta[index] : 0.0f;
+      colDelta[stageIndex][r] = valid && row >= p.queryStart ? p.delta[index] : 0.0f;
     }
   };
-  stageQueries(0, 0);
+  stageQueries(0, firstItem);
   cpAsyncCommit();
 
   const int keyA = k0 + warp * 16 + lane / 4;
@@ -685,10 +689,10 @@ __global__ void __launch_bounds__(kThreads, (keyCtasPerSm<D, HALF>())) keyKernel
   zero<D>(dk);
   zero<D>(dv);
 
-  for (int item = 0; item < items; ++item) {
+  for (int item = firstItem; item < items; ++item) {
     cpAsyncWaitAll();
     __syncthreads();
-    const int stageIndex = kStages == 2 ? item & 1 : 0;
+    const int stageIndex = kStages == 2 ? (item - firstItem) & 1 : 0;
     if (kStages == 2 && item + 1 < items) {
       stageQueries(stageIndex ^ 1, item + 1);
       cpAsyncCommit();
@@ -840,17 +844,55 @@ Scratch carve(const Layout& layout, int64_t queryHeads, bool split, bool withGra
   return s;
 }
 
+__global__ void gatherScalesKernel(float* scales, const float* q, const float* k, const float* v, const float* dO) {
+  scales[0] = *q;
+  scales[1] = *k;
+  scales[2] = *v;
+  if (dO != nullptr) scales[3] = *dO;
+}
+
 // The 16-bit copies of q, k, v (and dO when given) into the carved scratch: bf16 halves (split/bf16), or scaled
-// fp16 whose scales the kernels read from the returned device array (f16; null otherwise).
-const float* copyOperands(const Scratch& s, BackwardPrecision precision, const float* q, const float* k,
-                          const float* v, const float* dOut, const Layout& layout, const std::string& op,
-                          const std::string& sizes) {
+// fp16 whose scales the kernels read from the returned device array (f16; null otherwise). An operand with a
+// pinned fp16 copy (pinHalfCopies: the profiler pins q, k and v from a layer's forward to its backward) is read
+// from the pin instead: the same bits a conversion would give, so `s` points there.
+const float* copyOperands(Scratch& s, BackwardPrecision precision, const float* q, const float* k, const float* v,
+                          const float* dOut, const Layout& layout, const std::string& op, const std::string& sizes) {
   if (precision == BackwardPrecision::F16) {
-    const HalfJob jobs[4] = {{q, s.qHi, layout.qCount, SourceType::F32},
-                             {k, s.kHi, layout.kvCount, SourceType::F32},
-                             {v, s.vHi, layout.kvCount, SourceType::F32},
-                             {dOut, s.dOHi, layout.qCount, SourceType::F32}};
-    return toScaledHalves(jobs, dOut == nullptr ? 3 : 4, -1.0f, op, sizes).scales;
+    const PinnedHalf* pins[3] = {findPinnedHalf(q, layout.qCount), findPinnedHalf(k, layout.kvCount),
+                                 findPinnedHalf(v, layout.kvCount)};
+    if (pins[0] == nullptr && pins[1] == nullptr && pins[2] == nullptr) {
+      const HalfJob jobs[4] = {{q, s.qHi, layout.qCount, SourceType::F32},
+                               {k, s.kHi, layout.kvCount, SourceType::F32},
+                               {v, s.vHi, layout.kvCount, SourceType::F32},
+                               {dOut, s.dOHi, layout.qCount, SourceType::F32}};
+      return toScaledHalves(jobs, dOut == nullptr ? 3 : 4, -1.0f, op, sizes).scales;
+    }
+    __nv_bfloat16** halves[3] = {&s.qHi, &s.kHi, &s.vHi};
+    const float* sources[3] = {q, k, v};
+    const int64_t counts[3] = {layout.qCount, layout.kvCount, layout.kvCount};
+    HalfJob jobs[4];
+    int slot[4] = {-1, -1, -1, -1};  // each operand's job, or -1 when pinned
+    int count = 0;
+    for (int i = 0; i < 3; ++i) {
+      if (pins[i] != nullptr) {
+        *halves[i] = static_cast<__nv_bfloat16*>(pins[i]->half);
+      } else {
+        slot[i] = count;
+        jobs[count++] = {sources[i], *halves[i], counts[i], SourceType::F32};
+      }
+    }
+    if (dOut != nullptr) {
+      slot[3] = count;
+      jobs[count++] = {dOut, s.dOHi, layout.qCount, SourceType::F32};
+    }
+    const float* converted = count > 0 ? toScaledHalves(jobs, count, -1.0f, op, sizes).scales : nullptr;
+    const auto scaleOf = [&](int i) { return pins[i] != nullptr ? pins[i]->scale : converted + slot[i]; };
+    // [12, 16) of the scales scratch: toScaledHalves uses [0, 10).
+    auto* gathered = static_cast<float*>(scratch(ScratchSlot::Scales, 16 * sizeof(float), op)) + 12;
+    gatherScalesKernel<<<1, 1>>>(gathered, scaleOf(0), scaleOf(1), scaleOf(2),
+                                 dOut != nullptr ? converted + slot[3] : nullptr);
+    checkLaunch(op, "operand scales, " + sizes);
+    return gathered;
   }
   splitToBf16(s.qHi, s.qLo, q, layout.qCount, op, sizes);
   splitToBf16(s.kHi, s.kLo, k, layout.kvCount, op, sizes);
@@ -868,11 +910,12 @@ void checkDims(const std::string& op, const AttentionDims& dims, int64_t tokens,
 }
 
 // Query tiles of every sequence × query heads, longest first (F and A).
-std::vector<Task> queryTasks(const int32_t* cuSeqlens, int64_t sequences, int64_t queryHeads) {
+// The query tiles of every sequence from `firstTile` on, longest first.
+std::vector<Task> queryTasks(const int32_t* cuSeqlens, int64_t sequences, int64_t queryHeads, int32_t firstTile = 0) {
   std::vector<Task> tasks;
   for (int64_t s = 0; s < sequences; ++s) {
     const int32_t n = cuSeqlens[s + 1] - cuSeqlens[s];
-    for (int32_t t = 0; t * kTile < n; ++t) {
+    for (int32_t t = firstTile; t * kTile < n; ++t) {
       for (int32_t h = 0; h < queryHeads; ++h) {
         tasks.push_back({cuSeqlens[s], n, t, h, static_cast<int32_t>(s), {0, 0, 0}});
       }
@@ -896,7 +939,7 @@ void attentionPrefillStats(float* out, float* stats, const float* q, const float
   const BackwardPrecision precision = backwardPrecision();
   const bool splitOperands = precision == BackwardPrecision::Split;
   const Layout layout{tokens, tokens * dims.queryHeads * dims.headDim, tokens * dims.kvHeads * dims.headDim};
-  const Scratch s = carve(layout, dims.queryHeads, splitOperands, false, false, op);
+  Scratch s = carve(layout, dims.queryHeads, splitOperands, false, false, op);
   const float* scales = copyOperands(s, precision, q, k, v, nullptr, layout, op, sizes);
   const std::vector<Task> tasks = queryTasks(cuSeqlens, sequences, dims.queryHeads);
   Params params{};
@@ -931,7 +974,7 @@ void attentionPrefillStats(float* out, float* stats, const float* q, const float
 void attentionBackward(float* dq, float* dk, float* dv, float* influence, const float* dOut, const float* q,
                        const float* k, const float* v, const float* out, const float* stats,
                        const int32_t* cuSeqlens, int64_t sequences, const AttentionDims& dims, float scale,
-                       int64_t blocks) {
+                       int64_t blocks, int32_t queryStart, bool keyGradients) {
   const std::string op = "attentionBackward";
   const int64_t tokens = cuSeqlens[sequences];
   const std::string sizes = moa::cuda::dims({{"tokens", tokens}, {"sequences", sequences},
@@ -943,14 +986,21 @@ void attentionBackward(float* dq, float* dk, float* dv, float* influence, const 
   const bool splitOperands = precision == BackwardPrecision::Split;
   const Layout layout{tokens, tokens * dims.queryHeads * dims.headDim, tokens * dims.kvHeads * dims.headDim};
   const bool grouped = dims.queryHeads != dims.kvHeads;
-  const Scratch s = carve(layout, dims.queryHeads, splitOperands, true, grouped, op);
+  Scratch s = carve(layout, dims.queryHeads, splitOperands, true, grouped, op);
   const float* scales = copyOperands(s, precision, q, k, v, dOut, layout, op, sizes);
 
+  // Query tiles wholly before queryStart: dq = 0 and no influence (their dO counts as zero), nothing to run.
+  const int32_t firstTile = queryStart / kTile;
+  for (int64_t seq = 0; seq < sequences && firstTile > 0; ++seq) {
+    const int64_t rows = std::min<int64_t>(int64_t{firstTile} * kTile, cuSeqlens[seq + 1] - cuSeqlens[seq]);
+    const size_t rowFloats = static_cast<size_t>(dims.queryHeads * dims.headDim);
+    check(op, cudaMemsetAsync(dq + cuSeqlens[seq] * rowFloats, 0, rows * rowFloats * sizeof(float), 0), sizes);
+  }
   // One upload: pass A's tasks, then pass B's (key tiles × query heads, the most query tiles below them first).
-  std::vector<Task> tasks = queryTasks(cuSeqlens, sequences, dims.queryHeads);
+  std::vector<Task> tasks = queryTasks(cuSeqlens, sequences, dims.queryHeads, firstTile);
   const size_t queryCount = tasks.size();
   std::vector<Task> keyTasks;
-  for (int64_t seq = 0; seq < sequences; ++seq) {
+  for (int64_t seq = 0; seq < sequences && keyGradients; ++seq) {
     const int32_t n = cuSeqlens[seq + 1] - cuSeqlens[seq];
     for (int32_t t = 0; t * kTile < n; ++t) {
       for (int32_t h = 0; h < dims.queryHeads; ++h) {
@@ -984,6 +1034,7 @@ void attentionBackward(float* dq, float* dk, float* dv, float* influence, const 
   params.dkOut = grouped ? s.partialK : dk;
   params.dvOut = grouped ? s.partialV : dv;
   params.outHeads = static_cast<int>(grouped ? dims.queryHeads : dims.kvHeads);
+  params.queryStart = queryStart;
   params.tasks = device;
   params.queryHeads = static_cast<int>(dims.queryHeads);
   params.kvHeads = static_cast<int>(dims.kvHeads);
@@ -1021,7 +1072,7 @@ void attentionBackward(float* dq, float* dk, float* dv, float* influence, const 
       launch(keyKernel<128, false, false>, sharedA128, keyCtas, keyParams, op, sizes);
     }
   }
-  if (grouped) {
+  if (grouped && keyGradients) {
     const int64_t rows = tokens * dims.kvHeads;
     groupSumKernel<<<gridFor(rows * dims.headDim, 256), 256>>>(dk, dv, s.partialK, s.partialV, rows,
                                                                static_cast<int>(dims.queryHeads / dims.kvHeads),

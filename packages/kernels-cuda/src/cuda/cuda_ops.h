@@ -135,10 +135,12 @@ void crossEntropy(float* losses, float* dLogits, const float* logits, const int3
 void attentionPrefillStats(float* out, float* stats, const float* q, const float* k, const float* v,
                            const int32_t* cuSeqlens, int64_t sequences, const AttentionDims& dims, float scale);
 // dq, dk, dv of dense causal attention, adding the block influence into influence (null: none). Head dims 64
-// and 128. Scratch linear in T (bf16 operand copies and one float per row and query head).
+// and 128. Scratch linear in T (bf16 operand copies and one float per row and query head). dOut is read from
+// row `queryStart` of each sequence on (the rows before count as zero); without `keyGradients` dk and dv are
+// not written (only dq and the influence).
 void attentionBackward(float* dq, float* dk, float* dv, float* influence, const float* dOut, const float* q,
                        const float* k, const float* v, const float* out, const float* stats,
                        const int32_t* cuSeqlens, int64_t sequences, const AttentionDims& dims, float scale,
-                       int64_t blocks);
+                       int64_t blocks, int32_t queryStart = 0, bool keyGradients = true);
 
 }  // namespace moa::cuda

@@ -949,6 +949,100 @@ function influenceError(
   return { worst, checked };
 }
 
+describe("attentionBackward options (a profile's last and first layers)", () => {
+  for (const [hq, hkv, d] of [
+    [8, 2, 128],
+    [6, 2, 64],
+  ] as const) {
+    it(`queryStart equals dOut zeroed before it, keyGradients false leaves dk/dv (${hq}/${hkv} heads, head ${d})`, () => {
+      const lengths = [1000, 300];
+      const tokens = 1300;
+      const cu = Int32Array.of(0, 1000, 1300);
+      const scale = 1 / Math.sqrt(d);
+      const qShape = [tokens, hq, d];
+      const kvShape = [tokens, hkv, d];
+      const qt = cuda.fromHost("f32", qShape, random(tokens * hq * d, -3, 3));
+      const kt = cuda.fromHost("f32", kvShape, random(tokens * hkv * d, -3, 3));
+      const vt = cuda.fromHost("f32", kvShape, random(tokens * hkv * d));
+      const out = poisoned(qShape);
+      const stats = poisoned([tokens, hq, 2]);
+      cuda.attentionPrefill(out, qt, kt, vt, cu, scale, undefined, stats);
+      const dOut = random(tokens * hq * d);
+      const queryStart = 200; // block 3 of both sequences, not on a block edge
+      const zeroed = dOut.slice();
+      for (const [s, n] of lengths.entries()) {
+        zeroed.fill(0, cu[s]! * hq * d, (cu[s]! + Math.min(queryStart, n)) * hq * d);
+      }
+      const backward = (grad: Float32Array, options?: { queryStart?: number; keyGradients?: boolean }) => {
+        const dq = poisoned(qShape);
+        const dk = poisoned(kvShape);
+        const dv = poisoned(kvShape);
+        const influence = cuda.empty("f32", [2, hq, 16, 16]);
+        const dOutT = cuda.fromHost("f32", qShape, grad);
+        cuda.attentionBackward(dq, dk, dv, dOutT, qt, kt, vt, out, stats, cu, scale, influence, options);
+        return [dq, dk, dv, influence].map((t) => host(cuda, t));
+      };
+      const want = backward(zeroed);
+      const got = backward(dOut, { queryStart });
+      for (const [i, name] of ["dq", "dk", "dv", "influence"].entries()) {
+        assert.deepEqual(got[i], want[i], `queryStart: ${name}`);
+      }
+      // q, k and v pinned (the profiler keeps their fp16 copies from a layer's forward to its backward): the same bits.
+      const unpin = cuda.pinHalfCopies([qt, kt, vt]);
+      const pinnedOut = poisoned(qShape);
+      const pinnedStats = poisoned([tokens, hq, 2]);
+      cuda.attentionPrefill(pinnedOut, qt, kt, vt, cu, scale, undefined, pinnedStats);
+      assert.deepEqual(host(cuda, pinnedOut), host(cuda, out), "pinned q, k, v: out");
+      assert.deepEqual(host(cuda, pinnedStats), host(cuda, stats), "pinned q, k, v: stats");
+      const pinned = backward(dOut, { queryStart });
+      unpin();
+      for (const [i, name] of ["dq", "dk", "dv", "influence"].entries()) {
+        assert.deepEqual(pinned[i], got[i], `pinned q, k, v: ${name}`);
+      }
+      const full = backward(dOut);
+      const influenceOnly = backward(dOut, { keyGradients: false });
+      assert.deepEqual(influenceOnly[0], full[0], "keyGradients false: dq");
+      assert.deepEqual(influenceOnly[3], full[3], "keyGradients false: influence");
+      assert.ok(influenceOnly[1]!.every(Number.isNaN), "keyGradients false: dk not written");
+      // And against the CPU reference with the same option.
+      const cpuRun = () => {
+        const b = cpu;
+        const q2 = b.fromHost("f32", qShape, host(cuda, qt));
+        const k2 = b.fromHost("f32", kvShape, host(cuda, kt));
+        const v2 = b.fromHost("f32", kvShape, host(cuda, vt));
+        const o2 = b.empty("f32", qShape);
+        const s2 = b.empty("f32", [tokens, hq, 2]);
+        b.attentionPrefill(o2, q2, k2, v2, cu, scale, undefined, s2);
+        const dq = b.empty("f32", qShape);
+        const dk = b.empty("f32", kvShape);
+        const dv = b.empty("f32", kvShape);
+        const influence = b.empty("f32", [2, hq, 16, 16]);
+        b.attentionBackward(
+          dq,
+          dk,
+          dv,
+          b.fromHost("f32", qShape, dOut),
+          q2,
+          k2,
+          v2,
+          o2,
+          s2,
+          cu,
+          scale,
+          influence,
+          {
+            queryStart,
+          },
+        );
+        return [dq, dk, dv].map((t) => host(b, t));
+      };
+      const ref = cpuRun();
+      for (const [i, name] of ["dq", "dk", "dv"].entries())
+        assertClose(got[i]!, ref[i]!, 1e-2, `queryStart vs CPU: ${name}`);
+    });
+  }
+});
+
 describe("profiling attention (stats prefill + attentionBackward with influence) against the CPU reference", () => {
   for (const [c, mode] of PRECISIONS.flatMap((mode) => ATTENTION_CASES.map((c) => [c, mode] as const))) {
     it(`${c.name}, ${mode}: out and stats, dq/dk/dv, influence added to what is there`, () => {
