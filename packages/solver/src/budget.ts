@@ -162,27 +162,31 @@ export class BudgetDp {
     const choice = new Uint16Array(units * cells);
     let current = new Float64Array(cells).fill(Number.POSITIVE_INFINITY);
     current[0] = 0;
+    let next = new Float64Array(cells);
     forward.push(toFloat32Below(current));
     // Cells beyond the sum of the units' largest steps so far are unreachable.
     let reach = 0;
     for (let u = 0; u < units; u++) {
       reaches[u] = reach;
-      const next = new Float64Array(cells).fill(Number.POSITIVE_INFINITY);
+      next.fill(Number.POSITIVE_INFINITY);
       const list = levels[u]!;
       for (let li = 0; li < list.length; li++) {
         const shift = (list[li]!.tokens - base[u]!) / step;
         const value = list[li]!.value;
         const last = Math.min(reach, cells - 1 - shift);
+        // Views shifted by the level: the inner loop indexes both with c alone.
+        const to = next.subarray(shift);
+        const picked = choice.subarray(u * cells + shift);
         for (let c = 0; c <= last; c++) {
           const v = current[c]! + value;
-          if (v < next[c + shift]!) {
-            next[c + shift] = v;
-            choice[u * cells + c + shift] = li;
+          if (v < to[c]!) {
+            to[c] = v;
+            picked[c] = li;
           }
         }
       }
       reach = Math.min(cells - 1, reach + (list[list.length - 1]!.tokens - base[u]!) / step);
-      current = next;
+      [current, next] = [next, current];
       forward.push(toFloat32Below(current));
     }
     reaches[units] = reach;
@@ -238,31 +242,30 @@ export class BudgetDp {
     // back[c] = least value of units > u given c steps used before them, ending in the window.
     let back = new Float64Array(cells).fill(Number.POSITIVE_INFINITY);
     for (let c = loCell; c < cells; c++) back[c] = 0;
+    let next = new Float64Array(cells);
     for (let u = st.units - 1; u >= 0; u--) {
       const F = forward[u]!;
       const rest = new Map<number, number>();
+      // Only cells the units before u can reach are ever read from `back` again.
+      next.fill(Number.POSITIVE_INFINITY);
       for (const level of levels[u]!) {
         const shift = (level.tokens - base[u]!) / step;
+        const value = level.value;
         let best = Number.POSITIVE_INFINITY;
         const last = Math.min(reach[u]!, cells - 1 - shift);
+        // One pass for both: the best of the units before u with this level, and `back` one unit earlier.
+        const from = back.subarray(shift);
         for (let c = 0; c <= last; c++) {
-          const v = F[c]! + back[c + shift]!;
+          const b = from[c]!;
+          const v = F[c]! + b;
           if (v < best) best = v;
+          const w = value + b;
+          if (w < next[c]!) next[c] = w;
         }
         rest.set(level.tokens, best);
       }
       rests[u] = rest;
-      // Only cells the units before u can reach are ever read from `back` again.
-      const next = new Float64Array(cells).fill(Number.POSITIVE_INFINITY);
-      for (const level of levels[u]!) {
-        const shift = (level.tokens - base[u]!) / step;
-        const last = Math.min(reach[u]!, cells - 1 - shift);
-        for (let c = 0; c <= last; c++) {
-          const v = level.value + back[c + shift]!;
-          if (v < next[c]!) next[c] = v;
-        }
-      }
-      back = next;
+      [back, next] = [next, back];
     }
     return rests;
   }
