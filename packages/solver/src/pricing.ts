@@ -14,14 +14,12 @@ export class UnitPricer {
   private readonly join: Int32Array;
   private readonly spu: number;
   private readonly val: Float64Array;
-  private readonly mark: Int32Array;
   private readonly list: Int32Array;
   private readonly listLen: Int32Array;
   private readonly arg: Int32Array;
   private readonly back: Float64Array;
   private readonly optRule: Int32Array;
   private readonly optCost: Float64Array;
-  private stamp = 0;
 
   constructor(st: Structure) {
     if (st.states === undefined) throw new Error("UnitPricer needs the cap states of the structure");
@@ -31,7 +29,6 @@ export class UnitPricer {
     this.spu = st.slotsPerUnit;
     const layersOfStates = this.spu + 1;
     this.val = new Float64Array(layersOfStates * this.C);
-    this.mark = new Int32Array(layersOfStates * this.C);
     this.list = new Int32Array(layersOfStates * this.C);
     this.listLen = new Int32Array(layersOfStates);
     this.arg = new Int32Array(layersOfStates * this.C);
@@ -42,18 +39,17 @@ export class UnitPricer {
 
   /** Forward pass; fills step lists and values. Returns the best final state. */
   private forward(u: number, opts: SlotOptions, slotCost: Float64Array, capCost: Float64Array): number {
-    const { C, join, spu, val, mark, list, listLen, arg, optRule, optCost } = this;
+    const { C, join, spu, val, list, listLen, arg, optRule, optCost } = this;
     const R = this.st.R;
-    this.stamp++;
-    const stamp = this.stamp;
     val[0] = 0;
     list[0] = 0;
     listLen[0] = 1;
-    mark[0] = stamp;
     for (let i = 0; i < spu; i++) {
       const s = u * spu + i;
       const cur = i * C;
       const nxt = (i + 1) * C;
+      // Unreached states of the next step hold +∞ (slot costs are finite).
+      val.fill(Number.POSITIVE_INFINITY, nxt, nxt + C);
       let n = 0;
       const o0 = opts.start[s]!;
       const count = opts.start[s + 1]! - o0;
@@ -71,12 +67,9 @@ export class UnitPricer {
           const next = join[row + r]!;
           const v = base + optCost[o]!;
           const at = nxt + next;
-          if (mark[at] !== stamp) {
-            mark[at] = stamp;
-            val[at] = v;
-            arg[at] = state * R + r;
-            list[nxt + n++] = next;
-          } else if (v < val[at]!) {
+          const known = val[at]!;
+          if (v < known) {
+            if (known === Number.POSITIVE_INFINITY) list[nxt + n++] = next;
             val[at] = v;
             arg[at] = state * R + r;
           }
