@@ -147,6 +147,8 @@ export interface Backend {
    * GQA: query head h reads KV head floor(h / (Hq/Hkv)). mask undefined = dense causal.
    * stats f32 [T, Hq, 2], when given (dense attention only), receives each row's softmax statistics for
    * `attentionBackward`: the max m of the scaled scores and l = Σ_j e^(score_j − m).
+   * options.queryStart (with stats only): out and stats are needed from this row of each sequence on — the rows
+   * before may be left as they were (CUDA skips their 64-row tiles), as attentionBackward's queryStart reads.
    */
   attentionPrefill(
     out: Tensor,
@@ -157,6 +159,7 @@ export interface Backend {
     scale: number,
     mask?: MoaMask,
     stats?: Tensor,
+    options?: { readonly queryStart?: number },
   ): void;
 
   /**

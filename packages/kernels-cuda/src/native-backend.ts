@@ -375,6 +375,7 @@ export abstract class NativeBackend implements Backend {
     scale: number,
     mask?: MoaMask,
     stats?: Tensor,
+    options: { readonly queryStart?: number } = {},
   ): void {
     const args = new OpArgs("attentionPrefill", this.name, { out, q, k, v, stats });
     const o = args.tensor("out", out, F32);
@@ -395,6 +396,13 @@ export abstract class NativeBackend implements Backend {
     }
     const sequences = checkCuSeqlens(args, cuSeqlens, tokens);
     args.finite("scale", scale);
+    const queryStart = options.queryStart ?? 0;
+    if (!Number.isSafeInteger(queryStart) || queryStart < 0 || queryStart > 2 ** 31 - 1) {
+      args.fail(`options.queryStart must be an integer in [0, 2³¹), got ${queryStart}`, RangeError);
+    }
+    if (queryStart > 0 && stats === undefined) {
+      args.fail("options.queryStart is for the profiling prefill: pass stats too", RangeError);
+    }
     if (stats !== undefined) {
       const st = args.tensor("stats", stats, F32);
       args.shape("stats", st, [tokens, queryHeads, 2]);
@@ -422,6 +430,7 @@ export abstract class NativeBackend implements Backend {
           kvHeads,
           headDim,
           scale,
+          queryStart,
         ),
       );
       return;

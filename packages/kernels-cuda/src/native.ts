@@ -101,6 +101,7 @@ export interface NativeAddon {
     kvHeads: number,
     headDim: number,
     scale: number,
+    queryStart: number,
   ): void;
   matmulBackward(
     dx: NativeRef,

@@ -302,6 +302,14 @@ describe("attentionBackward", () => {
     expect(influenceOnly[3]).toEqual(full[3]);
     expect(influenceOnly[1]!.every((x) => x === 7) && influenceOnly[2]!.every((x) => x === 7)).toBe(true);
     expect(() => backward(dOut, { queryStart: -1 })).toThrow(/options.queryStart must be an integer/);
+    // The forward's queryStart lets rows before it go unwritten; the CPU reference writes them all.
+    const partOut = backend.empty("f32", [tokens, hq, d]);
+    const partStats = backend.empty("f32", [tokens, hq, 2]);
+    backend.attentionPrefill(partOut, qt, kt, vt, cu, scale, undefined, partStats, { queryStart });
+    expect(backend.toHost(partOut)).toEqual(backend.toHost(out));
+    expect(() =>
+      backend.attentionPrefill(partOut, qt, kt, vt, cu, scale, undefined, undefined, { queryStart }),
+    ).toThrow(/options.queryStart is for the profiling prefill: pass stats too/);
   });
 
   it("refuses an influence tensor with too few blocks, and mismatched shapes", () => {

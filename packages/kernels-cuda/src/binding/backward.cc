@@ -15,7 +15,8 @@ namespace {
 
 constexpr size_t F32 = 4;
 
-// attentionPrefillStats(out, stats, q, k, v, cuSeqlens, sequences, tokens, queryHeads, kvHeads, headDim, scale)
+// attentionPrefillStats(out, stats, q, k, v, cuSeqlens, sequences, tokens, queryHeads, kvHeads, headDim, scale,
+//                       queryStart)
 Napi::Value AttentionPrefillStats(const Napi::CallbackInfo& info) {
   const std::string op = "attentionPrefill";
   return guarded(info, [&] {
@@ -23,6 +24,8 @@ Napi::Value AttentionPrefillStats(const Napi::CallbackInfo& info) {
     const int64_t tokens = intArg(info, 7, op, "tokens");
     const cpu::AttentionDims dims = attentionDimsArg(info, 8, op);
     const float scale = floatArg(info, 11, op, "scale");
+    const int64_t queryStart = intArg(info, 12, op, "queryStart");
+    if (queryStart > 2147483647) fail(op, "queryStart exceeds int32");
     const int32_t* cuSeqlens = cuSeqlensArg(info, 5, op, sequences, tokens);
     const size_t qBytes = mul(op, tokens, dims.queryHeads, dims.headDim) * F32;
     const size_t kvBytes = mul(op, tokens, dims.kvHeads, dims.headDim) * F32;
@@ -36,7 +39,8 @@ Napi::Value AttentionPrefillStats(const Napi::CallbackInfo& info) {
       cuda::attentionPrefillStats(static_cast<float*>(out.data), static_cast<float*>(stats.data),
                                   static_cast<const float*>(q.data), static_cast<const float*>(k.data),
                                   static_cast<const float*>(v.data), cuSeqlens, sequences,
-                                  {dims.queryHeads, dims.kvHeads, dims.headDim}, scale);
+                                  {dims.queryHeads, dims.kvHeads, dims.headDim}, scale,
+                                  static_cast<int32_t>(queryStart));
 #endif
       return;
     }

@@ -858,8 +858,10 @@ __global__ void gatherScalesKernel(float* scales, const float* q, const float* k
 const float* copyOperands(Scratch& s, BackwardPrecision precision, const float* q, const float* k, const float* v,
                           const float* dOut, const Layout& layout, const std::string& op, const std::string& sizes) {
   if (precision == BackwardPrecision::F16) {
-    const PinnedHalf* pins[3] = {findPinnedHalf(q, layout.qCount), findPinnedHalf(k, layout.kvCount),
+    const PinnedHalf found[3] = {findPinnedHalf(q, layout.qCount), findPinnedHalf(k, layout.kvCount),
                                  findPinnedHalf(v, layout.kvCount)};
+    const PinnedHalf* pins[3];
+    for (int i = 0; i < 3; ++i) pins[i] = found[i].half != nullptr ? &found[i] : nullptr;
     if (pins[0] == nullptr && pins[1] == nullptr && pins[2] == nullptr) {
       const HalfJob jobs[4] = {{q, s.qHi, layout.qCount, SourceType::F32},
                                {k, s.kHi, layout.kvCount, SourceType::F32},
@@ -928,7 +930,8 @@ std::vector<Task> queryTasks(const int32_t* cuSeqlens, int64_t sequences, int64_
 }  // namespace
 
 void attentionPrefillStats(float* out, float* stats, const float* q, const float* k, const float* v,
-                           const int32_t* cuSeqlens, int64_t sequences, const AttentionDims& dims, float scale) {
+                           const int32_t* cuSeqlens, int64_t sequences, const AttentionDims& dims, float scale,
+                           int32_t queryStart) {
   const std::string op = "attentionPrefill";
   const int64_t tokens = cuSeqlens[sequences];
   const std::string sizes = moa::cuda::dims({{"tokens", tokens}, {"sequences", sequences},
@@ -941,7 +944,8 @@ void attentionPrefillStats(float* out, float* stats, const float* q, const float
   const Layout layout{tokens, tokens * dims.queryHeads * dims.headDim, tokens * dims.kvHeads * dims.headDim};
   Scratch s = carve(layout, dims.queryHeads, splitOperands, false, false, op);
   const float* scales = copyOperands(s, precision, q, k, v, nullptr, layout, op, sizes);
-  const std::vector<Task> tasks = queryTasks(cuSeqlens, sequences, dims.queryHeads);
+  // Rows before queryStart's tile are not needed: their tiles are not run (out and stats left as they are).
+  const std::vector<Task> tasks = queryTasks(cuSeqlens, sequences, dims.queryHeads, queryStart / kTile);
   Params params{};
   params.qHi = s.qHi;
   params.qLo = s.qLo;

@@ -132,8 +132,10 @@ void crossEntropy(float* losses, float* dLogits, const float* logits, const int3
                   int64_t vocab, float gradScale);
 // Dense causal prefill over packed f32 sequences that also writes stats [T, Hq, 2] = (m, l) for
 // attentionBackward, with the backward's own score products. Head dims 64 and 128.
+// Rows of a sequence before `queryStart` may be left unwritten (the 64-row tiles before its tile are not run).
 void attentionPrefillStats(float* out, float* stats, const float* q, const float* k, const float* v,
-                           const int32_t* cuSeqlens, int64_t sequences, const AttentionDims& dims, float scale);
+                           const int32_t* cuSeqlens, int64_t sequences, const AttentionDims& dims, float scale,
+                           int32_t queryStart = 0);
 // dq, dk, dv of dense causal attention, adding the block influence into influence (null: none). Head dims 64
 // and 128. Scratch linear in T (bf16 operand copies and one float per row and query head). dOut is read from
 // row `queryStart` of each sequence on (the rows before count as zero); without `keyGradients` dk and dv are

@@ -5,6 +5,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <iterator>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -20,8 +22,9 @@ namespace {
 
 std::mutex pinsMutex;
 std::unordered_map<int64_t, PinnedHalf> pins;
-// Source address → pin id, for the lookup of every scaled GEMM.
-std::unordered_map<const void*, int64_t> bySource;
+// Source address → pin id, ordered: the lookup of every scaled GEMM, and of the pin holding a row view.
+std::map<const void*, int64_t> bySource;
+int64_t outputPins = 0;
 int64_t nextId = 1;
 
 SourceType sourceType(DType type, const std::string& op) {
@@ -45,7 +48,8 @@ PinnedHalf allocatePin(const void* source, int64_t count, bool output) {
           reinterpret_cast<float*>(base + halfBytes),
           reinterpret_cast<unsigned*>(base + halfBytes + sizeof(float)),
           output,
-          !output};
+          !output,
+          4};
 }
 
 int64_t registerPin(const PinnedHalf& pin) {
@@ -66,6 +70,7 @@ int64_t pinHalf(const void* source, int64_t count, DType type) {
   std::lock_guard<std::mutex> lock(pinsMutex);
   if (bySource.count(source) != 0) throw std::runtime_error(op + ": this tensor already has a pinned copy");
   PinnedHalf pin = allocatePin(source, count, false);
+  pin.elementBytes = type == DType::F32 ? 4 : 2;
   char* base = static_cast<char*>(pin.half);
   try {
     const HalfJob job{source, pin.half, count, kind};
@@ -83,6 +88,7 @@ int64_t pinHalfOutput(const void* target, int64_t count) {
   if (backwardPrecision() != BackwardPrecision::F16) return 0;
   std::lock_guard<std::mutex> lock(pinsMutex);
   if (bySource.count(target) != 0) throw std::runtime_error(op + ": this tensor already has a pinned copy");
+  ++outputPins;
   return registerPin(allocatePin(target, count, true));
 }
 
@@ -91,23 +97,40 @@ void unpinHalf(int64_t id) {
   const auto found = pins.find(id);
   if (found == pins.end()) return;
   bySource.erase(found->second.source);
+  if (found->second.output) --outputPins;
   release(found->second.half);
   pins.erase(found);
 }
 
-const PinnedHalf* findPinnedHalf(const void* source, int64_t count) {
+PinnedHalf findPinnedHalf(const void* source, int64_t count) {
   std::lock_guard<std::mutex> lock(pinsMutex);
-  if (pins.empty()) return nullptr;
+  if (pins.empty()) return {};
+  const PinnedHalf* pin = nullptr;
   const auto id = bySource.find(source);
-  if (id == bySource.end()) return nullptr;
-  const PinnedHalf& pin = pins.at(id->second);
-  if (pin.count != count) return nullptr;
-  if (!pin.written) {
+  if (id != bySource.end() && pins.at(id->second).count == count) {
+    pin = &pins.at(id->second);
+  } else {
+    // A part of a pinned tensor (a row view): the pin starting last at or before it (pins do not overlap).
+    auto after = bySource.upper_bound(source);
+    if (after == bySource.begin()) return {};
+    const PinnedHalf& candidate = pins.at(std::prev(after)->second);
+    const char* begin = static_cast<const char*>(source);
+    const char* start = static_cast<const char*>(candidate.source);
+    const int64_t size = candidate.elementBytes;
+    if ((begin - start) % size != 0 || begin + count * size > start + candidate.count * size) return {};
+    pin = &candidate;
+  }
+  if (!pin->written) {
     throw std::runtime_error(
         "a GEMM read a tensor pinned by pinHalfOutputs before an op wrote it (siluMul, siluMulBackward and rmsNorm "
         "write such copies; " + std::to_string(count) + " elements)");
   }
-  return &pin;
+  PinnedHalf view = *pin;
+  const int64_t offset = (static_cast<const char*>(source) - static_cast<const char*>(pin->source)) / pin->elementBytes;
+  view.source = source;
+  view.count = count;
+  view.half = static_cast<__half*>(pin->half) + offset;
+  return view;
 }
 
 void fillPinFrom(const PinnedHalf& pin, const float* source, const std::string& op, const std::string& sizes) {
@@ -133,13 +156,16 @@ const PinnedHalf* takePinnedOutput(const void* target, int64_t count, const std:
 
 void requireWritten(const void* source, int64_t count, const std::string& op) {
   std::lock_guard<std::mutex> lock(pinsMutex);
-  if (pins.empty()) return;
-  const auto id = bySource.find(source);
-  if (id == bySource.end()) return;
-  const PinnedHalf& pin = pins.at(id->second);
-  if (pin.output && pin.count == count) {
-    throw std::runtime_error(op + ": reads a tensor pinned by pinHalfOutputs, which holds only its fp16 copy (" +
-                             std::to_string(count) + " elements): only the scaled fp16 GEMMs may read it");
+  if (outputPins == 0) return;
+  const char* begin = static_cast<const char*>(source);
+  const char* end = begin + count * sizeof(float);
+  for (const auto& [key, pin] : pins) {
+    if (!pin.output) continue;
+    const char* start = static_cast<const char*>(pin.source);
+    if (begin < start + pin.count * sizeof(float) && start < end) {
+      throw std::runtime_error(op + ": reads a tensor pinned by pinHalfOutputs, which holds only its fp16 copy (" +
+                               std::to_string(pin.count) + " elements): only the scaled fp16 GEMMs may read it");
+    }
   }
 }
 

@@ -173,8 +173,11 @@ HalfGemmOperands scaledGemmOperands(const float* x, int64_t xCount, const void* 
                                     float beta, const std::string& op, const std::string& sizes) {
   // An f16 weight is used as it is (s_w = 1): its values are already the checkpoint's, so a copy would only cost
   // a pass over it.
-  const PinnedHalf* xPin = findPinnedHalf(x, xCount);
-  const PinnedHalf* wPin = halfWeight ? nullptr : findPinnedHalf(w, wCount);
+  const PinnedHalf xFound = findPinnedHalf(x, xCount);
+  const PinnedHalf wFound = halfWeight ? PinnedHalf{} : findPinnedHalf(w, wCount);
+  const PinnedHalf* xPin = xFound.half != nullptr ? &xFound : nullptr;
+  const PinnedHalf* wPin = wFound.half != nullptr ? &wFound : nullptr;
+  if (xPin == nullptr) requireWritten(x, xCount, op);
   const int64_t xSlots = xPin != nullptr ? 0 : (xCount + 7) / 8 * 8;  // keeps the weight's copy 16-byte aligned
   const int64_t wSlots = halfWeight || wPin != nullptr ? 0 : wCount;
   auto* buffer = xSlots + wSlots == 0 ? nullptr

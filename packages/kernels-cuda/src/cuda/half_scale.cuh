@@ -43,11 +43,13 @@ struct PinnedHalf {
   unsigned* maxBits;
   bool output;
   bool written;
+  int elementBytes;  // of the source: 4 (f32) or 2 (bf16)
 };
 
-// The pinned copy of exactly these `count` elements at `source`, or null. Throws for an output pin whose op
-// has not run yet (the copy holds nothing).
-const PinnedHalf* findPinnedHalf(const void* source, int64_t count);
+// The pinned copy of these `count` elements at `source`: a pin of exactly them, or the part of a pin that holds
+// them (a row view of a pinned tensor: its copy at that offset, with the whole tensor's scale); `half` is null
+// when there is none. Throws for an output pin whose op has not run yet (the copy holds nothing).
+PinnedHalf findPinnedHalf(const void* source, int64_t count);
 
 // For an op about to write `count` elements at `target`: the output pin there (marked written: the op must
 // fill its copy and may leave `target` unwritten), or null when there is none and the op writes `target`.
@@ -56,8 +58,8 @@ const PinnedHalf* takePinnedOutput(const void* target, int64_t count, const std:
 // Fills an output pin from `source`, f32 values its op wrote in full (a layout the op's own copy does not take).
 void fillPinFrom(const PinnedHalf& pin, const float* source, const std::string& op, const std::string& sizes);
 
-// Throws when `count` elements at `source` are only held as an output pin's copy: a reader of full precision
-// (a GEMM of f32 weights, any op but the scaled GEMMs) would read what was never written.
+// Throws when any of the `count` f32 elements at `source` are only held as an output pin's copy: a reader of
+// full precision (a GEMM of f32 weights, a conversion of a part of the tensor) would read what was never written.
 void requireWritten(const void* source, int64_t count, const std::string& op);
 
 // The operands of one GEMM against a 16-bit weight (bf16 or f16, `halfWeight` true for f16): an fp32 activation of

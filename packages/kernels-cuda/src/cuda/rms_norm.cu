@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <string>
 
 #include "cuda/check.cuh"
@@ -66,21 +67,96 @@ __global__ void rmsNormKernel(float* out, const float* x, const W* weight, int64
   }
 }
 
+// The same for rows of dim % 4 == 0 and dim ≤ 4 · N · kThreads: each thread reads its float4s of the row once,
+// keeps them in registers for the second step and writes float4s (a model's hidden sizes: one pass over x).
+template <typename W, Output OUT, int N>
+__global__ void rmsNormRowsKernel(float* out, const float* x, const W* weight, int64_t rows, int64_t dim, float eps,
+                                  unsigned* maxBits, __half* half, float* scaleOut) {
+  __shared__ float warpSums[kThreads / 32];
+  const float s = OUT == Output::Half ? halfScaleFor(*maxBits) : 1.0f;
+  const int64_t quads = dim / 4;
+  unsigned m = 0;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const float4* xr = reinterpret_cast<const float4*>(x + row * dim);
+    float4 v[N];
+    float sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
+      if (i < quads) {
+        v[j] = xr[i];
+        sum += v[j].x * v[j].x;
+        sum += v[j].y * v[j].y;
+        sum += v[j].z * v[j].z;
+        sum += v[j].w * v[j].w;
+      }
+    }
+    for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    if (threadIdx.x % 32 == 0) warpSums[threadIdx.x / 32] = sum;
+    __syncthreads();
+    float total = 0.0f;
+    for (int w = 0; w < kThreads / 32; ++w) total += warpSums[w];
+    const float inv = 1.0f / sqrtf(total / static_cast<float>(dim) + eps);
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
+      if (i >= quads) continue;
+      const float4 value = make_float4(v[j].x * inv * widen(weight[4 * i]), v[j].y * inv * widen(weight[4 * i + 1]),
+                                       v[j].z * inv * widen(weight[4 * i + 2]), v[j].w * inv * widen(weight[4 * i + 3]));
+      if constexpr (OUT == Output::F32) reinterpret_cast<float4*>(out + row * dim)[i] = value;
+      if constexpr (OUT == Output::Maximum) {
+        m = max(max(m, magnitudeBits(value.x)),
+                max(magnitudeBits(value.y), max(magnitudeBits(value.z), magnitudeBits(value.w))));
+      }
+      if constexpr (OUT == Output::Half) {
+        reinterpret_cast<uint2*>(half + row * dim)[i] =
+            make_uint2(packScaledHalves(value.x, value.y, s), packScaledHalves(value.z, value.w, s));
+      }
+    }
+    __syncthreads();  // warpSums is reused by the next row
+  }
+  if constexpr (OUT == Output::Maximum) blockMaxInto(m, maxBits);
+  if constexpr (OUT == Output::Half) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) *scaleOut = s;
+  }
+}
+
+template <typename W, Output OUT>
+void launchOutput(float* out, const float* x, const W* weight, int64_t rows, int64_t dim, float eps,
+                  const PinnedHalf* pin) {
+  const unsigned grid = static_cast<unsigned>(rows < 65535 ? rows : 65535);
+  unsigned* maxBits = pin != nullptr ? pin->maxBits : nullptr;
+  __half* half = pin != nullptr ? static_cast<__half*>(pin->half) : nullptr;
+  float* scale = pin != nullptr ? pin->scale : nullptr;
+  const int64_t perThread = (dim / 4 + kThreads - 1) / kThreads;
+  const bool aligned = dim % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(out) % 16 == 0;
+  if (!aligned || perThread > 8) {
+    rmsNormKernel<W, OUT><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
+  } else if (perThread <= 1) {
+    rmsNormRowsKernel<W, OUT, 1><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
+  } else if (perThread <= 2) {
+    rmsNormRowsKernel<W, OUT, 2><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
+  } else if (perThread <= 4) {
+    rmsNormRowsKernel<W, OUT, 4><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
+  } else {
+    rmsNormRowsKernel<W, OUT, 8><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
+  }
+}
+
 template <typename W>
 void launchRmsNorm(float* out, const float* x, const W* weight, int64_t rows, int64_t dim, float eps,
                    const PinnedHalf* pin) {
-  const unsigned grid = static_cast<unsigned>(rows < 65535 ? rows : 65535);
   if (pin == nullptr) {
-    rmsNormKernel<W, Output::F32><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, nullptr, nullptr, nullptr);
+    launchOutput<W, Output::F32>(out, x, weight, rows, dim, eps, nullptr);
     checkLaunch("rmsNorm");
     return;
   }
   const std::string sizes = dims({{"rows", rows}, {"dim", dim}});
   check("rmsNorm", cudaMemsetAsync(pin->maxBits, 0, sizeof(unsigned), 0), sizes);
-  auto* half = static_cast<__half*>(pin->half);
-  rmsNormKernel<W, Output::Maximum><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, pin->maxBits, half, pin->scale);
+  launchOutput<W, Output::Maximum>(out, x, weight, rows, dim, eps, pin);
   checkLaunch("rmsNorm", "maximum, " + sizes);
-  rmsNormKernel<W, Output::Half><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, pin->maxBits, half, pin->scale);
+  launchOutput<W, Output::Half>(out, x, weight, rows, dim, eps, pin);
   checkLaunch("rmsNorm", "fp16 copy, " + sizes);
 }
 

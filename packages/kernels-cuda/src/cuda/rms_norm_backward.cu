@@ -7,6 +7,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include "cuda/check.cuh"
 #include "cuda/cuda_ops.h"
 #include "cuda/widen.cuh"
@@ -57,21 +59,106 @@ __global__ void rmsNormBackwardKernel(float* dx, const float* dy, const float* x
   }
 }
 
+// The same for rows of dim % 4 == 0 and dim ≤ 4 · N · kThreads: each thread reads its float4s of x and dy once
+// and keeps them in registers for the second step (one pass over x and dy instead of two).
+template <typename W, int N>
+__global__ void rmsNormBackwardRowsKernel(float* dx, const float* dy, const float* x, const W* weight, int64_t rows,
+                                          int64_t dim, float eps, bool accumulate) {
+  __shared__ double warpSums[2][kThreads / 32];
+  const int64_t quads = dim / 4;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const float4* xr = reinterpret_cast<const float4*>(x + row * dim);
+    const float4* dyr = reinterpret_cast<const float4*>(dy + row * dim);
+    float4 xv[N];
+    float4 gv[N];
+    double squares = 0.0;
+    double dot = 0.0;
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
+      if (i < quads) {
+        xv[j] = xr[i];
+        gv[j] = dyr[i];
+        const float a[4] = {xv[j].x, xv[j].y, xv[j].z, xv[j].w};
+        const float g[4] = {gv[j].x, gv[j].y, gv[j].z, gv[j].w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const double xd = a[e];
+          squares += xd * xd;
+          dot += xd * static_cast<double>(widen(weight[4 * i + e])) * g[e];
+        }
+      }
+    }
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      squares += __shfl_xor_sync(0xffffffffu, squares, offset);
+      dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+    }
+    if (threadIdx.x % 32 == 0) {
+      warpSums[0][threadIdx.x / 32] = squares;
+      warpSums[1][threadIdx.x / 32] = dot;
+    }
+    __syncthreads();
+    squares = 0.0;
+    dot = 0.0;
+    for (int w = 0; w < kThreads / 32; ++w) {
+      squares += warpSums[0][w];
+      dot += warpSums[1][w];
+    }
+    const float inv = 1.0f / sqrtf(static_cast<float>(squares) / static_cast<float>(dim) + eps);
+    const float coefficient = static_cast<float>(dot * inv * inv * inv / static_cast<double>(dim));
+    float4* out = reinterpret_cast<float4*>(dx + row * dim);
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
+      if (i >= quads) continue;
+      float4 value = make_float4(inv * widen(weight[4 * i]) * gv[j].x - xv[j].x * coefficient,
+                                 inv * widen(weight[4 * i + 1]) * gv[j].y - xv[j].y * coefficient,
+                                 inv * widen(weight[4 * i + 2]) * gv[j].z - xv[j].z * coefficient,
+                                 inv * widen(weight[4 * i + 3]) * gv[j].w - xv[j].w * coefficient);
+      if (accumulate) {
+        const float4 old = out[i];
+        value = make_float4(__fadd_rn(old.x, value.x), __fadd_rn(old.y, value.y), __fadd_rn(old.z, value.z),
+                            __fadd_rn(old.w, value.w));
+      }
+      out[i] = value;
+    }
+    __syncthreads();  // warpSums is reused by the next row
+  }
+}
+
+template <typename W>
+void launchBackward(float* dx, const float* dy, const float* x, const W* weight, int64_t rows, int64_t dim, float eps,
+                    bool accumulate) {
+  const unsigned grid = static_cast<unsigned>(rows < 65535 ? rows : 65535);
+  const int64_t perThread = (dim / 4 + kThreads - 1) / kThreads;
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if (dim % 4 != 0 || !aligned(dx) || !aligned(dy) || !aligned(x) || perThread > 8) {
+    rmsNormBackwardKernel<<<grid, kThreads>>>(dx, dy, x, weight, rows, dim, eps, accumulate);
+  } else if (perThread <= 1) {
+    rmsNormBackwardRowsKernel<W, 1><<<grid, kThreads>>>(dx, dy, x, weight, rows, dim, eps, accumulate);
+  } else if (perThread <= 2) {
+    rmsNormBackwardRowsKernel<W, 2><<<grid, kThreads>>>(dx, dy, x, weight, rows, dim, eps, accumulate);
+  } else if (perThread <= 4) {
+    rmsNormBackwardRowsKernel<W, 4><<<grid, kThreads>>>(dx, dy, x, weight, rows, dim, eps, accumulate);
+  } else {
+    rmsNormBackwardRowsKernel<W, 8><<<grid, kThreads>>>(dx, dy, x, weight, rows, dim, eps, accumulate);
+  }
+}
+
 }  // namespace
 
 void rmsNormBackward(float* dx, const float* dy, const float* x, const void* weight, DType weightType, int64_t rows,
                      int64_t dim, float eps, bool accumulate) {
   if (rows == 0) return;
-  const unsigned grid = static_cast<unsigned>(rows < 65535 ? rows : 65535);
   switch (weightType) {
     case DType::BF16:
-      rmsNormBackwardKernel<<<grid, kThreads>>>(dx, dy, x, static_cast<const __nv_bfloat16*>(weight), rows, dim, eps, accumulate);
+      launchBackward(dx, dy, x, static_cast<const __nv_bfloat16*>(weight), rows, dim, eps, accumulate);
       break;
     case DType::F16:
-      rmsNormBackwardKernel<<<grid, kThreads>>>(dx, dy, x, static_cast<const __half*>(weight), rows, dim, eps, accumulate);
+      launchBackward(dx, dy, x, static_cast<const __half*>(weight), rows, dim, eps, accumulate);
       break;
     default:
-      rmsNormBackwardKernel<<<grid, kThreads>>>(dx, dy, x, static_cast<const float*>(weight), rows, dim, eps, accumulate);
+      launchBackward(dx, dy, x, static_cast<const float*>(weight), rows, dim, eps, accumulate);
   }
   checkLaunch("rmsNormBackward", dims({{"rows", rows}, {"dim", dim}}));
 }

@@ -335,6 +335,30 @@ describe("pinHalfOutputs (the profiler's GEMM inputs written as their fp16 copie
     });
   }
 
+  it("a row view of a pinned tensor reads the pin at its offset; reading part of an output pin in f32 fails", () => {
+    const [rows, k, n] = [256, 512, 64];
+    const x = cuda.fromHost("f32", [rows, k], random(rows * k, -2, 2));
+    const w = bf16(n, k);
+    const full = poisoned([rows, n]);
+    const part = poisoned([156, n]);
+    const unpin = cuda.pinHalfCopies([x]);
+    cuda.matmul(full, x, w, undefined, true);
+    cuda.matmul(part, cuda.rows(x, 100, 156), w, undefined, true);
+    unpin();
+    assertClose(host(cuda, part), host(cuda, full).subarray(100 * n), 1e-5, "GEMM of a row view of a pin");
+    const h = poisoned([rows, k]);
+    const unpinH = cuda.pinHalfOutputs([h]);
+    cuda.rmsNorm(h, x, cuda.reshape(bf16(1, k, 2), [k]), 1e-5);
+    cuda.matmul(part, cuda.rows(h, 100, 156), w, undefined, true);
+    assert.ok(host(cuda, part).every(Number.isFinite), "a row view of an output pin reads its copy");
+    const f32w = cuda.fromHost("f32", [n, k], random(n * k));
+    assert.throws(
+      () => cuda.matmul(part, cuda.rows(h, 100, 156), f32w, undefined, true),
+      /only the scaled fp16 GEMMs/,
+    );
+    unpinH();
+  });
+
   it("a GEMM before the op, and a reader of f32, are refused with an error", () => {
     const act = poisoned([8, 16]);
     const unpin = cuda.pinHalfOutputs([act]);
@@ -984,6 +1008,39 @@ describe("attentionBackward options (a profile's last and first layers)", () => 
       };
       const want = backward(zeroed);
       const got = backward(dOut, { queryStart });
+      // The forward with queryStart: the rows from queryStart's tile on are the same bits, and what the backward
+      // reads from it gives the same results.
+      const tileStart = Math.floor(queryStart / 64) * 64;
+      const partOut = poisoned(qShape);
+      const partStats = poisoned([tokens, hq, 2]);
+      cuda.attentionPrefill(partOut, qt, kt, vt, cu, scale, undefined, partStats, { queryStart });
+      for (const [s, n] of lengths.entries()) {
+        const rows = (t: Tensor, width: number) =>
+          host(cuda, t).subarray((cu[s]! + tileStart) * width, (cu[s]! + n) * width);
+        assert.deepEqual(
+          rows(partOut, hq * d),
+          rows(out, hq * d),
+          `forward queryStart: out of sequence ${s}`,
+        );
+        assert.deepEqual(
+          rows(partStats, hq * 2),
+          rows(stats, hq * 2),
+          `forward queryStart: stats of sequence ${s}`,
+        );
+      }
+      {
+        const dq = poisoned(qShape);
+        const dk = poisoned(kvShape);
+        const dv = poisoned(kvShape);
+        const influence = cuda.empty("f32", [2, hq, 16, 16]);
+        const g = cuda.fromHost("f32", qShape, dOut);
+        cuda.attentionBackward(dq, dk, dv, g, qt, kt, vt, partOut, partStats, cu, scale, influence, {
+          queryStart,
+        });
+        for (const [i, t] of [dq, dk, dv, influence].entries()) {
+          assert.deepEqual(host(cuda, t), got[i], `backward after the forward with queryStart: output ${i}`);
+        }
+      }
       for (const [i, name] of ["dq", "dk", "dv", "influence"].entries()) {
         assert.deepEqual(got[i], want[i], `queryStart: ${name}`);
       }
