@@ -5,7 +5,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <cstdint>
 #include <string>
 
 #include "cuda/check.cuh"
@@ -67,29 +66,23 @@ __global__ void rmsNormKernel(float* out, const float* x, const W* weight, int64
   }
 }
 
-// The same for rows of dim % 4 == 0 and dim ≤ 4 · N · kThreads: each thread reads its float4s of the row once,
-// keeps them in registers for the second step and writes float4s (a model's hidden sizes: one pass over x).
+// The same for rows of dim ≤ N · kThreads: each thread reads its elements of the row once (the same elements in
+// the same order as rmsNormKernel, so the same bits) and keeps them in registers for the second step.
 template <typename W, Output OUT, int N>
 __global__ void rmsNormRowsKernel(float* out, const float* x, const W* weight, int64_t rows, int64_t dim, float eps,
                                   unsigned* maxBits, __half* half, float* scaleOut) {
   __shared__ float warpSums[kThreads / 32];
   const float s = OUT == Output::Half ? halfScaleFor(*maxBits) : 1.0f;
-  const int64_t quads = dim / 4;
   unsigned m = 0;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    const float4* xr = reinterpret_cast<const float4*>(x + row * dim);
-    float4 v[N];
+    const float* xr = x + row * dim;
+    float v[N];
     float sum = 0.0f;
 #pragma unroll
     for (int j = 0; j < N; ++j) {
       const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
-      if (i < quads) {
-        v[j] = xr[i];
-        sum += v[j].x * v[j].x;
-        sum += v[j].y * v[j].y;
-        sum += v[j].z * v[j].z;
-        sum += v[j].w * v[j].w;
-      }
+      v[j] = i < dim ? xr[i] : 0.0f;
+      if (i < dim) sum += v[j] * v[j];
     }
     for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
     if (threadIdx.x % 32 == 0) warpSums[threadIdx.x / 32] = sum;
@@ -100,18 +93,11 @@ __global__ void rmsNormRowsKernel(float* out, const float* x, const W* weight, i
 #pragma unroll
     for (int j = 0; j < N; ++j) {
       const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
-      if (i >= quads) continue;
-      const float4 value = make_float4(v[j].x * inv * widen(weight[4 * i]), v[j].y * inv * widen(weight[4 * i + 1]),
-                                       v[j].z * inv * widen(weight[4 * i + 2]), v[j].w * inv * widen(weight[4 * i + 3]));
-      if constexpr (OUT == Output::F32) reinterpret_cast<float4*>(out + row * dim)[i] = value;
-      if constexpr (OUT == Output::Maximum) {
-        m = max(max(m, magnitudeBits(value.x)),
-                max(magnitudeBits(value.y), max(magnitudeBits(value.z), magnitudeBits(value.w))));
-      }
-      if constexpr (OUT == Output::Half) {
-        reinterpret_cast<uint2*>(half + row * dim)[i] =
-            make_uint2(packScaledHalves(value.x, value.y, s), packScaledHalves(value.z, value.w, s));
-      }
+      if (i >= dim) continue;
+      const float value = v[j] * inv * widen(weight[i]);
+      if constexpr (OUT == Output::F32) out[row * dim + i] = value;
+      if constexpr (OUT == Output::Maximum) m = max(m, magnitudeBits(value));
+      if constexpr (OUT == Output::Half) half[row * dim + i] = __float2half_rn(value * s);
     }
     __syncthreads();  // warpSums is reused by the next row
   }
@@ -128,19 +114,17 @@ void launchOutput(float* out, const float* x, const W* weight, int64_t rows, int
   unsigned* maxBits = pin != nullptr ? pin->maxBits : nullptr;
   __half* half = pin != nullptr ? static_cast<__half*>(pin->half) : nullptr;
   float* scale = pin != nullptr ? pin->scale : nullptr;
-  const int64_t perThread = (dim / 4 + kThreads - 1) / kThreads;
-  const bool aligned = dim % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
-                       reinterpret_cast<uintptr_t>(out) % 16 == 0;
-  if (!aligned || perThread > 8) {
+  const int64_t perThread = (dim + kThreads - 1) / kThreads;
+  if (perThread > 32) {
     rmsNormKernel<W, OUT><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
-  } else if (perThread <= 1) {
-    rmsNormRowsKernel<W, OUT, 1><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
-  } else if (perThread <= 2) {
-    rmsNormRowsKernel<W, OUT, 2><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
   } else if (perThread <= 4) {
     rmsNormRowsKernel<W, OUT, 4><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
-  } else {
+  } else if (perThread <= 8) {
     rmsNormRowsKernel<W, OUT, 8><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
+  } else if (perThread <= 16) {
+    rmsNormRowsKernel<W, OUT, 16><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
+  } else {
+    rmsNormRowsKernel<W, OUT, 32><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
   }
 }
 

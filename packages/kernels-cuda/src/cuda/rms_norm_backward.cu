@@ -7,8 +7,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <cstdint>
-
 #include "cuda/check.cuh"
 #include "cuda/cuda_ops.h"
 #include "cuda/widen.cuh"
@@ -59,34 +57,28 @@ __global__ void rmsNormBackwardKernel(float* dx, const float* dy, const float* x
   }
 }
 
-// The same for rows of dim % 4 == 0 and dim ≤ 4 · N · kThreads: each thread reads its float4s of x and dy once
-// and keeps them in registers for the second step (one pass over x and dy instead of two).
+// The same for rows of dim ≤ N · kThreads: each thread reads its elements of x and dy once (the same elements in
+// the same order as rmsNormBackwardKernel, so the same bits) and keeps them in registers for the second step.
 template <typename W, int N>
 __global__ void rmsNormBackwardRowsKernel(float* dx, const float* dy, const float* x, const W* weight, int64_t rows,
                                           int64_t dim, float eps, bool accumulate) {
   __shared__ double warpSums[2][kThreads / 32];
-  const int64_t quads = dim / 4;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    const float4* xr = reinterpret_cast<const float4*>(x + row * dim);
-    const float4* dyr = reinterpret_cast<const float4*>(dy + row * dim);
-    float4 xv[N];
-    float4 gv[N];
+    const float* xr = x + row * dim;
+    const float* dyr = dy + row * dim;
+    float xv[N];
+    float gv[N];
     double squares = 0.0;
     double dot = 0.0;
 #pragma unroll
     for (int j = 0; j < N; ++j) {
       const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
-      if (i < quads) {
-        xv[j] = xr[i];
-        gv[j] = dyr[i];
-        const float a[4] = {xv[j].x, xv[j].y, xv[j].z, xv[j].w};
-        const float g[4] = {gv[j].x, gv[j].y, gv[j].z, gv[j].w};
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const double xd = a[e];
-          squares += xd * xd;
-          dot += xd * static_cast<double>(widen(weight[4 * i + e])) * g[e];
-        }
+      xv[j] = i < dim ? xr[i] : 0.0f;
+      gv[j] = i < dim ? dyr[i] : 0.0f;
+      if (i < dim) {
+        const double xd = xv[j];
+        squares += xd * xd;
+        dot += xd * static_cast<double>(widen(weight[i])) * gv[j];
       }
     }
     for (int offset = 16; offset > 0; offset >>= 1) {
@@ -106,21 +98,14 @@ __global__ void rmsNormBackwardRowsKernel(float* dx, const float* dy, const floa
     }
     const float inv = 1.0f / sqrtf(static_cast<float>(squares) / static_cast<float>(dim) + eps);
     const float coefficient = static_cast<float>(dot * inv * inv * inv / static_cast<double>(dim));
-    float4* out = reinterpret_cast<float4*>(dx + row * dim);
+    float* out = dx + row * dim;
 #pragma unroll
     for (int j = 0; j < N; ++j) {
       const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
-      if (i >= quads) continue;
-      float4 value = make_float4(inv * widen(weight[4 * i]) * gv[j].x - xv[j].x * coefficient,
-                                 inv * widen(weight[4 * i + 1]) * gv[j].y - xv[j].y * coefficient,
-                                 inv * widen(weight[4 * i + 2]) * gv[j].z - xv[j].z * coefficient,
-                                 inv * widen(weight[4 * i + 3]) * gv[j].w - xv[j].w * coefficient);
-      if (accumulate) {
-        const float4 old = out[i];
-        value = make_float4(__fadd_rn(old.x, value.x), __fadd_rn(old.y, value.y), __fadd_rn(old.z, value.z),
-                            __fadd_rn(old.w, value.w));
-      }
-      out[i] = value;
+      if (i >= dim) continue;
+      const float value = inv * widen(weight[i]) * gv[j] - xv[j] * coefficient;
+      // __fadd_rn: the same rounding as a separate add, never fused with the products above.
+      out[i] = accumulate ? __fadd_rn(out[i], value) : value;
     }
     __syncthreads();  // warpSums is reused by the next row
   }
@@ -130,18 +115,17 @@ template <typename W>
 void launchBackward(float* dx, const float* dy, const float* x, const W* weight, int64_t rows, int64_t dim, float eps,
                     bool accumulate) {
   const unsigned grid = static_cast<unsigned>(rows < 65535 ? rows : 65535);
-  const int64_t perThread = (dim / 4 + kThreads - 1) / kThreads;
-  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  if (dim % 4 != 0 || !aligned(dx) || !aligned(dy) || !aligned(x) || perThread > 8) {
+  const int64_t perThread = (dim + kThreads - 1) / kThreads;
+  if (perThread > 32) {
     rmsNormBackwardKernel<<<grid, kThreads>>>(dx, dy, x, weight, rows, dim, eps, accumulate);
-  } else if (perThread <= 1) {
-    rmsNormBackwardRowsKernel<W, 1><<<grid, kThreads>>>(dx, dy, x, weight, rows, dim, eps, accumulate);
-  } else if (perThread <= 2) {
-    rmsNormBackwardRowsKernel<W, 2><<<grid, kThreads>>>(dx, dy, x, weight, rows, dim, eps, accumulate);
   } else if (perThread <= 4) {
     rmsNormBackwardRowsKernel<W, 4><<<grid, kThreads>>>(dx, dy, x, weight, rows, dim, eps, accumulate);
-  } else {
+  } else if (perThread <= 8) {
     rmsNormBackwardRowsKernel<W, 8><<<grid, kThreads>>>(dx, dy, x, weight, rows, dim, eps, accumulate);
+  } else if (perThread <= 16) {
+    rmsNormBackwardRowsKernel<W, 16><<<grid, kThreads>>>(dx, dy, x, weight, rows, dim, eps, accumulate);
+  } else {
+    rmsNormBackwardRowsKernel<W, 32><<<grid, kThreads>>>(dx, dy, x, weight, rows, dim, eps, accumulate);
   }
 }
 
