@@ -103,12 +103,12 @@ export interface Backend {
   pinHalfCopies(tensors: readonly Tensor[]): () => void;
   /**
    * pinHalfCopies for f32 tensors that an op is about to write, without a conversion: the next `siluMul`,
-   * `siluMulBackward` (both outputs pinned) or `rmsNorm` that writes one of them whole writes its scaled fp16
-   * copy in the same pass, and only the copy (CUDA at the default profiling precision; the same bits as writing
-   * the tensor and pinning it). Until the returned function is called, only `exact` matmul and matmulBackward of
-   * 16-bit weights (which read the copy) may read such a tensor: any other reader, and a GEMM that runs before
-   * the op, fails. Where no copies are kept (the CPU reference, other precisions) the ops write the tensors as
-   * always.
+   * `siluMulBackward` (both outputs pinned), `rmsNorm` or `rope` (in place) that writes one of them whole writes
+   * its scaled fp16 copy in the same pass, and only the copy (CUDA at the default profiling precision; the same
+   * bits as writing the tensor and pinning it). Until the returned function is called, only `exact` matmul and
+   * matmulBackward of 16-bit weights (which read the copy) may read such a tensor: any other reader, and a GEMM
+   * that runs before the op, fails. Where no copies are kept (the CPU reference, other precisions) the ops write
+   * the tensors as always.
    */
   pinHalfOutputs(tensors: readonly Tensor[]): () => void;
   /** Device memory `pinHalfCopies` would take for these tensors, in bytes (0 on the CPU). */
@@ -214,8 +214,8 @@ export interface Backend {
    * row 0: E_0j = G_0j A_0j, eps = fp32 machine epsilon. Entries outside the causal blocks are left alone.
    * options.queryStart (default 0): dOut is read from this row of each sequence on, the rows before count as
    * zero (a profile's last layer, whose loss reads only the answer rows): their dq is 0, they add no influence,
-   * and on CUDA their 64-row tiles are skipped. options.keyGradients false: dk and dv are not written (a
-   * profile's first layer needs only its influence).
+   * and on CUDA their 64-row tiles are skipped. options.gradients false: only the influence is written, not dq,
+   * dk and dv (a profile's first layer needs only its influence).
    */
   attentionBackward(
     dq: Tensor,
@@ -230,7 +230,7 @@ export interface Backend {
     cuSeqlens: Int32Array,
     scale: number,
     influence?: Tensor,
-    options?: { readonly queryStart?: number; readonly keyGradients?: boolean },
+    options?: { readonly queryStart?: number; readonly gradients?: boolean },
   ): void;
   /** Cross-entropy of logits[rows, vocab] against targets i32 [rows], with max subtraction:
    *  losses[r] = logsumexp(logits[r]) − logits[r, targets[r]], dLogits = (softmax(logits) − onehot) · gradScale

@@ -550,7 +550,7 @@ export abstract class NativeBackend implements Backend {
     cuSeqlens: Int32Array,
     scale: number,
     influence?: Tensor,
-    options: { readonly queryStart?: number; readonly keyGradients?: boolean } = {},
+    options: { readonly queryStart?: number; readonly gradients?: boolean } = {},
   ): void {
     const args = new OpArgs("attentionBackward", this.name, {
       dq,
@@ -587,7 +587,7 @@ export abstract class NativeBackend implements Backend {
     if (!Number.isSafeInteger(queryStart) || queryStart < 0 || queryStart > 2 ** 31 - 1) {
       args.fail(`options.queryStart must be an integer in [0, 2³¹), got ${queryStart}`, RangeError);
     }
-    const keyGradients = options.keyGradients ?? true;
+    const gradients = options.gradients ?? true;
     let longest = 0;
     for (let s = 0; s < sequences; s++) longest = Math.max(longest, cuSeqlens[s + 1]! - cuSeqlens[s]!);
     let blocks = 0;
@@ -645,7 +645,7 @@ export abstract class NativeBackend implements Backend {
           scale,
           blocks,
           queryStart,
-          keyGradients,
+          gradients,
         ),
     );
   }

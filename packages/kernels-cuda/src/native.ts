@@ -152,7 +152,7 @@ export interface NativeAddon {
     scale: number,
     blocks: number,
     queryStart: number,
-    keyGradients: boolean,
+    gradients: boolean,
   ): void;
   crossEntropy(
     losses: NativeRef,

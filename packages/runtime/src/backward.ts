@@ -19,11 +19,12 @@
  * after the plan above (for the pass, or with a `session` from one call to the next), and each normed input
  * for the projections that read it (q, k, v; gate, up), and each layer's q, k and v from its attention forward
  * to its attention backward (both read them as fp16 copies). The inputs that only GEMMs read (the normed inputs, the
- * MLP's activation and its gradients) are written by their ops as the fp16 copy alone (Backend.pinHalfOutputs).
+ * MLP's activation and its gradients, the rotated dq and dk) are written by their ops as the fp16 copy alone
+ * (Backend.pinHalfOutputs).
  * Pinned or not, the results are the same bits.
  *
  * Rows: layer 0's backward stops at its influence (the gradient at the embeddings is not needed: its attention
- * backward writes no dk, dv), and the last layer computes its output projection and MLP, forward and backward,
+ * backward writes no dq, dk, dv), and the last layer computes its output projection and MLP, forward and backward,
  * and its attention backward only on the rows from answerStart − 1 on: its other rows reach the loss only
  * through its keys and values.
  */
@@ -712,22 +713,30 @@ class InfluencePass {
       this.cuSeqlens,
       this.model.scale,
       b.rows(this.influence, l, 1),
-      // The last layer's dO is zero before its answer rows; layer 0 needs only its influence (and dq, unread).
-      { queryStart: first, keyGradients: l > 0 },
+      // The last layer's dO is zero before its answer rows; layer 0 needs only its influence.
+      { queryStart: first, gradients: l > 0 },
     );
     if (l === 0) return;
-    b.rope(this.rows(this.dq, first, count), this.rows(this.negatedPositions, first, count), invFreq, 1);
-    b.rope(this.dk, this.negatedPositions, invFreq, 1);
-    if (first === 0) {
-      b.matmulBackward(this.dh, this.dqFlat, w.q);
-      b.matmulBackward(this.dh, this.dkFlat, w.k, true);
-      b.matmulBackward(this.dh, this.dvFlat, w.v, true);
-    } else {
-      // dq is zero before the answer rows: its product only on them, added last.
-      b.matmulBackward(this.dh, this.dkFlat, w.k);
-      b.matmulBackward(this.dh, this.dvFlat, w.v, true);
-      b.matmulBackward(this.rows(this.dh, first, count), this.rows(this.dqFlat, first, count), w.q, true);
-    }
+    const dq = this.rows(this.dq, first, count);
+    this.gemmInput(
+      [dq, this.dk],
+      () => {
+        b.rope(dq, this.rows(this.negatedPositions, first, count), invFreq, 1);
+        b.rope(this.dk, this.negatedPositions, invFreq, 1);
+      },
+      () => {
+        if (first === 0) {
+          b.matmulBackward(this.dh, this.dqFlat, w.q);
+          b.matmulBackward(this.dh, this.dkFlat, w.k, true);
+          b.matmulBackward(this.dh, this.dvFlat, w.v, true);
+        } else {
+          // dq is zero before the answer rows: its product only on them, added last.
+          b.matmulBackward(this.dh, this.dkFlat, w.k);
+          b.matmulBackward(this.dh, this.dvFlat, w.v, true);
+          b.matmulBackward(this.rows(this.dh, first, count), this.rows(this.dqFlat, first, count), w.q, true);
+        }
+      },
+    );
     b.rmsNormBackward(this.dx, this.dh, x, w.inputNorm, this.model.config.rmsNormEps, true);
   }
 }

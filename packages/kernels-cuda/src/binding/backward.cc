@@ -126,7 +126,7 @@ Napi::Value SiluMulBackward(const Napi::CallbackInfo& info) {
 }
 
 // attentionBackward(dq, dk, dv, influence, dOut, q, k, v, out, stats, cuSeqlens, sequences, tokens, queryHeads,
-//                   kvHeads, headDim, scale, blocks, queryStart, keyGradients)
+//                   kvHeads, headDim, scale, blocks, queryStart, gradients)
 Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   const std::string op = "attentionBackward";
   return guarded(info, [&] {
@@ -137,7 +137,7 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
     const int64_t blocks = intArg(info, 17, op, "blocks");
     const int64_t queryStart = intArg(info, 18, op, "queryStart");
     if (queryStart > 2147483647) fail(op, "queryStart exceeds int32");
-    const bool keyGradients = info[19].ToBoolean().Value();
+    const bool gradients = info[19].ToBoolean().Value();
     const int32_t* cuSeqlens = cuSeqlensArg(info, 10, op, sequences, tokens);
     if (cuSeqlens[0] != 0 || cuSeqlens[sequences] != tokens) fail(op, "cuSeqlens must run from 0 to tokens");
     for (int64_t s = 0; s < sequences; ++s) {
@@ -167,7 +167,7 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
                               static_cast<const float*>(v.data), static_cast<const float*>(out.data),
                               static_cast<const float*>(stats.data), cuSeqlens, sequences,
                               {dims.queryHeads, dims.kvHeads, dims.headDim}, scale, blocks,
-                              static_cast<int32_t>(queryStart), keyGradients);
+                              static_cast<int32_t>(queryStart), gradients);
 #endif
       return;
     }
@@ -176,7 +176,7 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
                            static_cast<const float*>(q.data), static_cast<const float*>(k.data),
                            static_cast<const float*>(v.data), static_cast<const float*>(out.data),
                            static_cast<const float*>(stats.data), cuSeqlens, sequences, dims, scale, blocks,
-                           static_cast<int32_t>(queryStart), keyGradients);
+                           static_cast<int32_t>(queryStart), gradients);
   });
 }
 

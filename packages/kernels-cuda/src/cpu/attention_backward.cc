@@ -376,7 +376,7 @@ MOA_TARGET_AVX512 void keyAvx512(const BackwardJob& job, int64_t t0, int64_t t1)
 void attentionBackward(float* dq, float* dk, float* dv, float* influence, const float* dOut, const float* q,
                        const float* k, const float* v, const float* out, const float* stats,
                        const int32_t* cuSeqlens, int64_t sequences, const AttentionDims& dims, float scale,
-                       int64_t blocks, int32_t queryStart, bool keyGradients) {
+                       int64_t blocks, int32_t queryStart, bool gradients) {
   const int64_t tokens = cuSeqlens[sequences];
   const int64_t hq = dims.queryHeads;
   const int64_t d = dims.headDim;
@@ -420,8 +420,10 @@ void attentionBackward(float* dq, float* dk, float* dv, float* influence, const 
   std::stable_sort(keyTiles.begin(), keyTiles.end(),
                    [&](const Tile& a, const Tile& b) { return keysAfter(a) > keysAfter(b); });
 
-  BackwardJob job{dq, dk, dv, influence, dOut, q, k, v, stats, delta.data(), cuSeqlens, dims, scale, blocks,
-                  &queryTiles};
+  // Without gradients the query pass still computes dq (the reference keeps one code path): into scratch.
+  std::vector<float> dqScratch(gradients ? 0 : static_cast<size_t>(tokens * hq * d));
+  BackwardJob job{gradients ? dq : dqScratch.data(), dk, dv, influence, dOut, q, k, v, stats, delta.data(),
+                  cuSeqlens, dims, scale, blocks, &queryTiles};
   void (*runQueries)(const BackwardJob&, int64_t, int64_t) = queryPortable;
   void (*runKeys)(const BackwardJob&, int64_t, int64_t) = keyPortable;
 #ifdef MOA_X86_DISPATCH
@@ -436,7 +438,7 @@ void attentionBackward(float* dq, float* dk, float* dv, float* influence, const 
 #endif
   parallelFor(static_cast<int64_t>(queryTiles.size()) * hq, 1,
               [&](int64_t t0, int64_t t1) { runQueries(job, t0, t1); });
-  if (!keyGradients) return;
+  if (!gradients) return;
   job.tiles = &keyTiles;
   parallelFor(static_cast<int64_t>(keyTiles.size()) * dims.kvHeads, 1,
               [&](int64_t t0, int64_t t1) { runKeys(job, t0, t1); });

@@ -108,11 +108,11 @@ void siluMulBackward(float* dGate, float* dUp, const float* dOut, const float* g
 // heads). influence, when not null, is [sequences, Hq, blocks, blocks]: the MoA attention influence Σ|E_ij|
 // of every causal 64×64 block (DESIGN.md: Attention influence) is added to it.
 // dOut is read from row `queryStart` of each sequence on (the rows before count as zero); without
-// `keyGradients` dk and dv are not written.
+// `gradients` dq, dk and dv are not written (only the influence).
 void attentionBackward(float* dq, float* dk, float* dv, float* influence, const float* dOut, const float* q,
                        const float* k, const float* v, const float* out, const float* stats,
                        const int32_t* cuSeqlens, int64_t sequences, const AttentionDims& dims, float scale,
-                       int64_t blocks, int32_t queryStart = 0, bool keyGradients = true);
+                       int64_t blocks, int32_t queryStart = 0, bool gradients = true);
 
 // Cross-entropy of rows of logits[rows, vocab] against targets[rows]: losses[r] = logsumexp(row) − row[target]
 // and dLogits[r] = (softmax(row) − onehot(target)) · gradScale. Throws std::out_of_range for a target outside

@@ -572,7 +572,7 @@ __global__ void __launch_bounds__(kThreads, (queryCtasPerSm<D, HALF>())) queryKe
       for (int offset = 16; offset > 0; offset >>= 1) sumE += __shfl_xor_sync(0xffffffffu, sumE, offset);
       if (lane == 0) warpE[kt & 1][warp] = sumE;
     }
-    productNN<D, false, HALF>(dq, s, kt0, nullptr, lane);
+    if (p.dq != nullptr) productNN<D, false, HALF>(dq, s, kt0, nullptr, lane);
     if (kStages == 1 && kt < task.tile) {
       __syncthreads();  // every warp is done with the tile before it is overwritten
       stageKeys(0, (kt + 1) * kTile);
@@ -614,6 +614,7 @@ __global__ void __launch_bounds__(kThreads, (queryCtasPerSm<D, HALF>())) queryKe
     }
   }
 
+  if (p.dq == nullptr) return;
 #pragma unroll
   for (int j = 0; j < D / 8; ++j) {
     const int col = 8 * j + 2 * (lane % 4);
@@ -978,7 +979,7 @@ void attentionPrefillStats(float* out, float* stats, const float* q, const float
 void attentionBackward(float* dq, float* dk, float* dv, float* influence, const float* dOut, const float* q,
                        const float* k, const float* v, const float* out, const float* stats,
                        const int32_t* cuSeqlens, int64_t sequences, const AttentionDims& dims, float scale,
-                       int64_t blocks, int32_t queryStart, bool keyGradients) {
+                       int64_t blocks, int32_t queryStart, bool gradients) {
   const std::string op = "attentionBackward";
   const int64_t tokens = cuSeqlens[sequences];
   const std::string sizes = moa::cuda::dims({{"tokens", tokens}, {"sequences", sequences},
@@ -995,7 +996,7 @@ void attentionBackward(float* dq, float* dk, float* dv, float* influence, const 
 
   // Query tiles wholly before queryStart: dq = 0 and no influence (their dO counts as zero), nothing to run.
   const int32_t firstTile = queryStart / kTile;
-  for (int64_t seq = 0; seq < sequences && firstTile > 0; ++seq) {
+  for (int64_t seq = 0; seq < sequences && firstTile > 0 && gradients; ++seq) {
     const int64_t rows = std::min<int64_t>(int64_t{firstTile} * kTile, cuSeqlens[seq + 1] - cuSeqlens[seq]);
     const size_t rowFloats = static_cast<size_t>(dims.queryHeads * dims.headDim);
     check(op, cudaMemsetAsync(dq + cuSeqlens[seq] * rowFloats, 0, rows * rowFloats * sizeof(float), 0), sizes);
@@ -1004,7 +1005,7 @@ void attentionBackward(float* dq, float* dk, float* dv, float* influence, const 
   std::vector<Task> tasks = queryTasks(cuSeqlens, sequences, dims.queryHeads, firstTile);
   const size_t queryCount = tasks.size();
   std::vector<Task> keyTasks;
-  for (int64_t seq = 0; seq < sequences && keyGradients; ++seq) {
+  for (int64_t seq = 0; seq < sequences && gradients; ++seq) {
     const int32_t n = cuSeqlens[seq + 1] - cuSeqlens[seq];
     for (int32_t t = 0; t * kTile < n; ++t) {
       for (int32_t h = 0; h < dims.queryHeads; ++h) {
@@ -1030,7 +1031,7 @@ void attentionBackward(float* dq, float* dk, float* dv, float* influence, const 
   params.dOut = dOut;
   params.stats = stats;
   params.scales = scales;
-  params.dq = dq;
+  params.dq = gradients ? dq : nullptr;  // null: the query pass skips dq's product
   params.dk = dk;
   params.dv = dv;
   params.influence = influence;
@@ -1076,7 +1077,7 @@ void attentionBackward(float* dq, float* dk, float* dv, float* influence, const 
       launch(keyKernel<128, false, false>, sharedA128, keyCtas, keyParams, op, sizes);
     }
   }
-  if (grouped && keyGradients) {
+  if (grouped && gradients) {
     const int64_t rows = tokens * dims.kvHeads;
     groupSumKernel<<<gridFor(rows * dims.headDim, 256), 256>>>(dk, dv, s.partialK, s.partialV, rows,
                                                                static_cast<int>(dims.queryHeads / dims.kvHeads),

@@ -56,8 +56,8 @@ void releaseScratch();
 // The caller must not change the tensor meanwhile. Returns the pin's id: 0, and no copy, when the profiling
 // precision is not "f16" (MOA_CUDA_BACKWARD_PRECISION), which reads no fp16 copies.
 int64_t pinHalf(const void* source, int64_t count, DType type);
-// An empty scaled fp16 copy for an f32 tensor an op is about to write: the next siluMul, siluMulBackward or
-// rmsNorm writing exactly these `count` elements at `target` writes the copy instead of the tensor (the GEMMs
+// An empty scaled fp16 copy for an f32 tensor an op is about to write: the next siluMul, siluMulBackward,
+// rmsNorm or rope writing exactly these `count` elements at `target` writes the copy instead of the tensor (the GEMMs
 // then read the copy; any other reader of the tensor is refused). Returns 0, and pins nothing, when the
 // profiling precision is not "f16".
 int64_t pinHalfOutput(const void* target, int64_t count);
@@ -138,11 +138,11 @@ void attentionPrefillStats(float* out, float* stats, const float* q, const float
                            int32_t queryStart = 0);
 // dq, dk, dv of dense causal attention, adding the block influence into influence (null: none). Head dims 64
 // and 128. Scratch linear in T (bf16 operand copies and one float per row and query head). dOut is read from
-// row `queryStart` of each sequence on (the rows before count as zero); without `keyGradients` dk and dv are
-// not written (only dq and the influence).
+// row `queryStart` of each sequence on (the rows before count as zero); without `gradients` dq, dk and dv are
+// not written (only the influence).
 void attentionBackward(float* dq, float* dk, float* dv, float* influence, const float* dOut, const float* q,
                        const float* k, const float* v, const float* out, const float* stats,
                        const int32_t* cuSeqlens, int64_t sequences, const AttentionDims& dims, float scale,
-                       int64_t blocks, int32_t queryStart = 0, bool keyGradients = true);
+                       int64_t blocks, int32_t queryStart = 0, bool gradients = true);
 
 }  // namespace moa::cuda

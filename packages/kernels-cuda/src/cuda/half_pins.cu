@@ -122,8 +122,8 @@ PinnedHalf findPinnedHalf(const void* source, int64_t count) {
   }
   if (!pin->written) {
     throw std::runtime_error(
-        "a GEMM read a tensor pinned by pinHalfOutputs before an op wrote it (siluMul, siluMulBackward and rmsNorm "
-        "write such copies; " + std::to_string(count) + " elements)");
+        "a GEMM read a tensor pinned by pinHalfOutputs before an op wrote it (siluMul, siluMulBackward, rmsNorm and "
+        "rope write such copies; " + std::to_string(count) + " elements)");
   }
   PinnedHalf view = *pin;
   const int64_t offset = (static_cast<const char*>(source) - static_cast<const char*>(pin->source)) / pin->elementBytes;

@@ -335,6 +335,37 @@ describe("pinHalfOutputs (the profiler's GEMM inputs written as their fp16 copie
     });
   }
 
+  for (const rotaryHalf of [64, 24]) {
+    it(`rope in place writes the same copy as a conversion of its result (rotary half ${rotaryHalf} of 64)`, () => {
+      const [tokens, heads, d] = [300, 8, 128];
+      const x = random(tokens * heads * d, -4, 4);
+      const positions = cuda.fromHost(
+        "i32",
+        [tokens],
+        Int32Array.from({ length: tokens }, (_, p) => -p),
+      );
+      const invFreq = cuda.fromHost(
+        "f32",
+        [rotaryHalf],
+        Float32Array.from({ length: rotaryHalf }, (_, i) => 10000 ** (-i / rotaryHalf)),
+      );
+      const w = bf16(d * heads, 96);
+      const [actual, expected] = bothWays(
+        [[tokens, heads, d]],
+        ([t]) => {
+          cuda.write(t!, x);
+          cuda.rope(t!, positions, invFreq, 1);
+        },
+        ([t]) => {
+          const out = poisoned([tokens, 96]);
+          cuda.matmulBackward(out, cuda.reshape(t!, [tokens, heads * d]), w);
+          return out;
+        },
+      );
+      assert.deepEqual(actual, expected, "projection backward of rope's copy");
+    });
+  }
+
   it("a row view of a pinned tensor reads the pin at its offset; reading part of an output pin in f32 fails", () => {
     const [rows, k, n] = [256, 512, 64];
     const x = cuda.fromHost("f32", [rows, k], random(rows * k, -2, 2));
@@ -978,7 +1009,7 @@ describe("attentionBackward options (a profile's last and first layers)", () => 
     [8, 2, 128],
     [6, 2, 64],
   ] as const) {
-    it(`queryStart equals dOut zeroed before it, keyGradients false leaves dk/dv (${hq}/${hkv} heads, head ${d})`, () => {
+    it(`queryStart equals dOut zeroed before it, gradients false writes only the influence (${hq}/${hkv} heads, head ${d})`, () => {
       const lengths = [1000, 300];
       const tokens = 1300;
       const cu = Int32Array.of(0, 1000, 1300);
@@ -997,7 +1028,7 @@ describe("attentionBackward options (a profile's last and first layers)", () => 
       for (const [s, n] of lengths.entries()) {
         zeroed.fill(0, cu[s]! * hq * d, (cu[s]! + Math.min(queryStart, n)) * hq * d);
       }
-      const backward = (grad: Float32Array, options?: { queryStart?: number; keyGradients?: boolean }) => {
+      const backward = (grad: Float32Array, options?: { queryStart?: number; gradients?: boolean }) => {
         const dq = poisoned(qShape);
         const dk = poisoned(kvShape);
         const dv = poisoned(kvShape);
@@ -1057,10 +1088,10 @@ describe("attentionBackward options (a profile's last and first layers)", () => 
         assert.deepEqual(pinned[i], got[i], `pinned q, k, v: ${name}`);
       }
       const full = backward(dOut);
-      const influenceOnly = backward(dOut, { keyGradients: false });
-      assert.deepEqual(influenceOnly[0], full[0], "keyGradients false: dq");
-      assert.deepEqual(influenceOnly[3], full[3], "keyGradients false: influence");
-      assert.ok(influenceOnly[1]!.every(Number.isNaN), "keyGradients false: dk not written");
+      const influenceOnly = backward(dOut, { gradients: false });
+      assert.deepEqual(influenceOnly[3], full[3], "gradients false: influence");
+      for (const i of [0, 1, 2])
+        assert.ok(influenceOnly[i]!.every(Number.isNaN), `gradients false: output ${i} not written`);
       // And against the CPU reference with the same option.
       const cpuRun = () => {
         const b = cpu;
