@@ -18,9 +18,9 @@
  * (Backend.pinHalfCopies) where one operand feeds several GEMMs: a 16-bit model's weights when memory is left
  * after the plan above (for the pass, or with a `session` from one call to the next), and each normed input
  * for the projections that read it (q, k, v; gate, up), and each layer's q, k and v from its attention forward
- * to its attention backward (both read them as fp16 copies). The inputs that only GEMMs read (the normed inputs, the
- * MLP's activation and its gradients, the rotated dq and dk) are written by their ops as the fp16 copy alone
- * (Backend.pinHalfOutputs).
+ * to its attention backward (both read them as fp16 copies). The inputs that only GEMMs and the attention ops read
+ * (the normed inputs, the MLP's activation and its gradients, the rotated q, k, dq and dk) are written by their
+ * ops as the fp16 copy alone (Backend.pinHalfOutputs).
  * Pinned or not, the results are the same bits.
  *
  * Rows: layer 0's backward stops at its influence (the gradient at the embeddings is not needed: its attention
@@ -527,11 +527,27 @@ class InfluencePass {
         b.matmul(acts.vFlat, this.h, w.v, w.vBias, true);
       },
     );
-    b.rope(acts.q, this.positions, this.model.invFreq, 1);
-    b.rope(acts.k, this.positions, this.model.invFreq, 1);
     this.releaseAttentionPins(l);
-    if (this.halfWeights && elements(acts.k) >= PIN_MIN_ELEMENTS) {
-      this.attentionPins[l] = b.pinHalfCopies([acts.q, acts.k, acts.v]);
+    const headDim = this.model.config.headDim;
+    // Head dims 64 and 128: the CUDA attention kernels' (other head dims run the CPU reference on host copies of
+    // q and k, which must then hold their values).
+    const attentionKernel = headDim === 64 || headDim === 128;
+    if (this.halfWeights && this.halfInputs && attentionKernel && elements(acts.k) >= PIN_MIN_ELEMENTS) {
+      // The attention ops read q, k and v only as fp16 copies: RoPE writes q's and k's (not q and k themselves).
+      const unpinRotated = b.pinHalfOutputs([acts.q, acts.k]);
+      b.rope(acts.q, this.positions, this.model.invFreq, 1);
+      b.rope(acts.k, this.positions, this.model.invFreq, 1);
+      const unpinV = b.pinHalfCopies([acts.v]);
+      this.attentionPins[l] = () => {
+        unpinV();
+        unpinRotated();
+      };
+    } else {
+      b.rope(acts.q, this.positions, this.model.invFreq, 1);
+      b.rope(acts.k, this.positions, this.model.invFreq, 1);
+      if (this.halfWeights && elements(acts.k) >= PIN_MIN_ELEMENTS) {
+        this.attentionPins[l] = b.pinHalfCopies([acts.q, acts.k, acts.v]);
+      }
     }
     b.attentionPrefill(
       acts.attn,

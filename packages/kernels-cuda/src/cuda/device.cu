@@ -8,6 +8,7 @@
 
 #include "cuda/check.cuh"
 #include "cuda/cuda_ops.h"
+#include "cuda/half_scale.cuh"
 #include "cuda/scratch.cuh"
 
 namespace moa::cuda {
@@ -238,6 +239,8 @@ void copyToDevice(void* destination, const void* source, size_t bytes) {
 }
 
 void copyToHost(void* destination, const void* source, size_t bytes) {
+  // A tensor held only as an output pin's fp16 copy has nothing to read (also: the CPU reference's host copies).
+  requireWritten(source, static_cast<int64_t>(bytes / sizeof(float)), "toHost");
   check("toHost", cudaMemcpy(destination, source, bytes, cudaMemcpyDeviceToHost), std::to_string(bytes) + " bytes");
 }
 

@@ -398,6 +398,7 @@ describe("pinHalfOutputs (the profiler's GEMM inputs written as their fp16 copie
     cuda.siluMul(act, cuda.fromHost("f32", [8, 16], random(128)), cuda.fromHost("f32", [8, 16], random(128)));
     const f32w = cuda.fromHost("f32", [4, 16], random(64));
     assert.throws(() => cuda.matmul(out, act, f32w, undefined, true), /only the scaled fp16 GEMMs/);
+    assert.throws(() => cuda.toHost(act), /toHost: reads a tensor pinned by pinHalfOutputs/);
     assert.throws(() => cuda.pinHalfOutputs([act]), /already has a pinned copy/);
     unpin();
     cuda.siluMul(act, cuda.fromHost("f32", [8, 16], random(128)), cuda.fromHost("f32", [8, 16], random(128)));
