@@ -35,8 +35,10 @@ __device__ inline float widen<__half>(__half value) {
 enum class Output { F32, Maximum, Half };
 
 // F32: out = x · r · weight. Maximum: the maximum of |x · r · weight| into *maxBits. Half: its scaled fp16 copy
-// into `half` (the row reduction is the same code in all three, so the values are the same bits).
-template <typename W, Output OUT>
+// into `half` (the row reduction is the same code in all three, so the values are the same bits). Thread t takes
+// the row's elements t, t + kThreads, …: with N > 0 (dim ≤ N · kThreads) it reads them once and keeps them in
+// registers for the second step; with N = 0 (any dim) it reads the row twice. Same elements, same order, same bits.
+template <typename W, Output OUT, int N>
 __global__ void rmsNormKernel(float* out, const float* x, const W* weight, int64_t rows, int64_t dim, float eps,
                               unsigned* maxBits, __half* half, float* scaleOut) {
   __shared__ float warpSums[kThreads / 32];
@@ -44,45 +46,17 @@ __global__ void rmsNormKernel(float* out, const float* x, const W* weight, int64
   unsigned m = 0;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const float* xr = x + row * dim;
+    float v[N > 0 ? N : 1];
     float sum = 0.0f;
-    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) sum += xr[i] * xr[i];
-    for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-    if (threadIdx.x % 32 == 0) warpSums[threadIdx.x / 32] = sum;
-    __syncthreads();
-    float total = 0.0f;
-    for (int w = 0; w < kThreads / 32; ++w) total += warpSums[w];
-    const float inv = 1.0f / sqrtf(total / static_cast<float>(dim) + eps);
-    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
-      const float value = xr[i] * inv * widen(weight[i]);
-      if constexpr (OUT == Output::F32) out[row * dim + i] = value;
-      if constexpr (OUT == Output::Maximum) m = max(m, magnitudeBits(value));
-      if constexpr (OUT == Output::Half) half[row * dim + i] = __float2half_rn(value * s);
-    }
-    __syncthreads();  // warpSums is reused by the next row
-  }
-  if constexpr (OUT == Output::Maximum) blockMaxInto(m, maxBits);
-  if constexpr (OUT == Output::Half) {
-    if (blockIdx.x == 0 && threadIdx.x == 0) *scaleOut = s;
-  }
-}
-
-// The same for rows of dim ≤ N · kThreads: each thread reads its elements of the row once (the same elements in
-// the same order as rmsNormKernel, so the same bits) and keeps them in registers for the second step.
-template <typename W, Output OUT, int N>
-__global__ void rmsNormRowsKernel(float* out, const float* x, const W* weight, int64_t rows, int64_t dim, float eps,
-                                  unsigned* maxBits, __half* half, float* scaleOut) {
-  __shared__ float warpSums[kThreads / 32];
-  const float s = OUT == Output::Half ? halfScaleFor(*maxBits) : 1.0f;
-  unsigned m = 0;
-  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    const float* xr = x + row * dim;
-    float v[N];
-    float sum = 0.0f;
+    if constexpr (N > 0) {
 #pragma unroll
-    for (int j = 0; j < N; ++j) {
-      const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
-      v[j] = i < dim ? xr[i] : 0.0f;
-      if (i < dim) sum += v[j] * v[j];
+      for (int j = 0; j < N; ++j) {
+        const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
+        v[j] = i < dim ? xr[i] : 0.0f;
+        if (i < dim) sum += v[j] * v[j];
+      }
+    } else {
+      for (int64_t i = threadIdx.x; i < dim; i += kThreads) sum += xr[i] * xr[i];
     }
     for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
     if (threadIdx.x % 32 == 0) warpSums[threadIdx.x / 32] = sum;
@@ -90,14 +64,20 @@ __global__ void rmsNormRowsKernel(float* out, const float* x, const W* weight, i
     float total = 0.0f;
     for (int w = 0; w < kThreads / 32; ++w) total += warpSums[w];
     const float inv = 1.0f / sqrtf(total / static_cast<float>(dim) + eps);
-#pragma unroll
-    for (int j = 0; j < N; ++j) {
-      const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
-      if (i >= dim) continue;
-      const float value = v[j] * inv * widen(weight[i]);
+    const auto emit = [&](int64_t i, float xi) {
+      const float value = xi * inv * widen(weight[i]);
       if constexpr (OUT == Output::F32) out[row * dim + i] = value;
       if constexpr (OUT == Output::Maximum) m = max(m, magnitudeBits(value));
       if constexpr (OUT == Output::Half) half[row * dim + i] = __float2half_rn(value * s);
+    };
+    if constexpr (N > 0) {
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+        const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
+        if (i < dim) emit(i, v[j]);
+      }
+    } else {
+      for (int64_t i = threadIdx.x; i < dim; i += kThreads) emit(i, xr[i]);
     }
     __syncthreads();  // warpSums is reused by the next row
   }
@@ -116,15 +96,15 @@ void launchOutput(float* out, const float* x, const W* weight, int64_t rows, int
   float* scale = pin != nullptr ? pin->scale : nullptr;
   const int64_t perThread = (dim + kThreads - 1) / kThreads;
   if (perThread > 32) {
-    rmsNormKernel<W, OUT><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
+    rmsNormKernel<W, OUT, 0><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
   } else if (perThread <= 4) {
-    rmsNormRowsKernel<W, OUT, 4><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
+    rmsNormKernel<W, OUT, 4><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
   } else if (perThread <= 8) {
-    rmsNormRowsKernel<W, OUT, 8><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
+    rmsNormKernel<W, OUT, 8><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
   } else if (perThread <= 16) {
-    rmsNormRowsKernel<W, OUT, 16><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
+    rmsNormKernel<W, OUT, 16><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
   } else {
-    rmsNormRowsKernel<W, OUT, 32><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
+    rmsNormKernel<W, OUT, 32><<<grid, kThreads>>>(out, x, weight, rows, dim, eps, maxBits, half, scale);
   }
 }
 
