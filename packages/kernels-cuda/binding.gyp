@@ -99,7 +99,7 @@
             {
               "rule_name": "nvcc",
               "extension": "cu",
-              "inputs": ["<(RULE_INPUT_PATH)", "src/cuda/cuda_ops.h", "src/cuda/check.cuh", "src/cuda/scratch.cuh", "src/cuda/widen.cuh", "src/cuda/kv_cache.cuh", "src/cuda/attention_common.cuh", "src/cuda/mma.cuh", "src/cuda/cublas.cuh", "src/cuda/backward_precision.cuh", "src/cuda/half_scale.cuh"],
+              "inputs": ["<(RULE_INPUT_PATH)", "src/cuda/cuda_ops.h", "src/cuda/check.cuh", "src/cuda/scratch.cuh", "src/cuda/widen.cuh", "src/cuda/kv_cache.cuh", "src/cuda/attention_common.cuh", "src/cuda/mma.cuh", "src/cuda/wgmma.cuh", "src/cuda/cublas.cuh", "src/cuda/backward_precision.cuh", "src/cuda/half_scale.cuh"],
               "outputs": ["<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).cu.o"],
               "message": "nvcc <(RULE_INPUT_PATH)",
               "process_outputs_as_sources": 1,

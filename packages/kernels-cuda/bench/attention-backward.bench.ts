@@ -52,8 +52,10 @@ for (const shape of shapes) {
     const cu = Int32Array.of(0, n);
     const scale = 1 / Math.sqrt(shape.d);
     const forwardFlops = 4 * ((n * n) / 2) * shape.d * shape.hq;
-    for (const mode of ["f16", "split", "bf16"] as const) {
-      process.env.MOA_CUDA_BACKWARD_PRECISION = mode;
+    // "f16 mma.sync": the fp16 kernels without wgmma (MOA_CUDA_WGMMA=0), to compare the two paths on Hopper.
+    for (const mode of ["f16", "f16 mma.sync", "split", "bf16"] as const) {
+      process.env.MOA_CUDA_BACKWARD_PRECISION = mode.split(" ")[0];
+      process.env.MOA_CUDA_WGMMA = mode === "f16 mma.sync" ? "0" : "";
       const time = (body: () => void, reps: number) => {
         body();
         backend.synchronize();
@@ -79,7 +81,7 @@ for (const shape of shapes) {
       };
       rows.push(row);
       console.log(
-        `${shape.name.padEnd(30)} n=${String(n).padStart(6)} ${mode.padEnd(5)} prefill+stats ${forward.toFixed(2)} ms (${row.forwardTflops} TFLOP/s)  backward ${backward.toFixed(2)} ms (${row.backwardTflops} TFLOP/s)`,
+        `${shape.name.padEnd(30)} n=${String(n).padStart(6)} ${mode.padEnd(12)} prefill+stats ${forward.toFixed(2)} ms (${row.forwardTflops} TFLOP/s)  backward ${backward.toFixed(2)} ms (${row.backwardTflops} TFLOP/s)`,
       );
     }
     delete process.env.MOA_CUDA_BACKWARD_PRECISION;

@@ -36,6 +36,8 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -48,6 +50,7 @@
 #include "cuda/half_scale.cuh"
 #include "cuda/mma.cuh"
 #include "cuda/scratch.cuh"
+#include "cuda/wgmma.cuh"
 
 namespace moa::cuda {
 namespace {
@@ -88,7 +91,7 @@ struct Params {
   float* dk;
   float* dv;
   float* influence;  // [sequences, Hq, blocks, blocks] or null
-  float* delta;      // [T, Hq]: D_i, written by pass A, read by pass B
+  float4* rowStats;  // [T, Hq]: (m·log2(e), 1/l, D_i, 0) of each row, written by pass A, read by pass B
   float* dkOut;      // pass B's output: dk itself [T, Hkv, D] (MHA), else per-query-head partials [T, Hq, D]
   float* dvOut;
   int outHeads;      // heads of dkOut/dvOut: Hkv or Hq
@@ -128,27 +131,46 @@ struct OperandScales {
   }
 };
 
+// 2^x by the SFU alone: exp2f's extra steps keep results below 2^-126 as subnormals, which the probabilities
+// and gradients here never need (they flush to zero); every normal result has the same bits.
+__device__ __forceinline__ float fastExp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // Stages rows [row0, row0 + 64) (sequence-relative; rows ≥ n and rows before `first` are zero) of head `head`
 // of a bf16 [T, heads, D] tensor into a swizzled tile.
-template <int D>
+template <int D, bool GMMA = false>
 __device__ __forceinline__ void stage(uint4* tile, const __nv_bfloat16* base, int64_t seqStart, int n, int row0,
                                       int heads, int head, int first = 0) {
+  // Each thread copies one chunk column, every kRows-th row: its source advances by a row stride and its
+  // destination by a fixed offset (row mod 8, which both swizzles read, is the same for all its rows), so the
+  // addresses are computed once instead of per chunk.
   constexpr int kChunks = D / 8;
-  for (int c = threadIdx.x; c < kTile * kChunks; c += kThreads) {
-    const int row = c / kChunks;
-    const int chunk = c % kChunks;
-    const int r = row0 + row;
+  constexpr int kRows = kThreads / kChunks;
+  static_assert(kRows % 8 == 0, "a thread's rows share row mod 8");
+  const int chunk = threadIdx.x % kChunks;
+  const int firstRow = threadIdx.x / kChunks;
+  const int64_t rowStride = static_cast<int64_t>(heads) * D;
+  const __nv_bfloat16* source = base + (seqStart * heads + head) * static_cast<int64_t>(D) + chunk * 8;
+  const uint32_t destination = GMMA ? smemAddress(tile) + gmmaChunk(firstRow, chunk)
+                                    : smemAddress(tile + chunkOffset<D>(firstRow, chunk));
+  // Bytes between a thread's rows: whole rows, or in the gmma layout rows of its 128-byte column block.
+  constexpr uint32_t kStep = GMMA ? kRows * 128 : kRows * D * 2;
+#pragma unroll
+  for (int i = 0; i < kTile / kRows; ++i) {
+    const int r = row0 + firstRow + i * kRows;
     const bool valid = r < n && r >= first;
-    const __nv_bfloat16* src = base + ((seqStart + (valid ? r : 0)) * heads + head) * static_cast<int64_t>(D) + chunk * 8;
-    cpAsync16(smemAddress(tile + chunkOffset<D>(row, chunk)), src, valid);
+    cpAsync16(destination + i * kStep, source + (valid ? r : 0) * rowStride, valid);
   }
 }
 
 // c[16 × 64] += a[this warp's 16 rows] · b[64 rows]ᵀ over D: the score-shaped products (S = q·kᵀ, dP = dO·vᵀ
 // and their transposes). With SPLIT, a and b are hi/lo pairs and three products are summed.
 template <int D, bool SPLIT, bool HALF>
-__device__ __forceinline__ void productNT(float (&c)[8][4], const uint4* aHi, const uint4* aLo, const uint4* bHi,
-                                          const uint4* bLo, int warp, int lane) {
+__device__ __forceinline__ void mmaProductNT(float (&c)[8][4], const uint4* aHi, const uint4* aLo, const uint4* bHi,
+                                             const uint4* bLo, int warp, int lane) {
 #pragma unroll
   for (int step = 0; step < D / 16; ++step) {
     uint32_t ah[4];
@@ -185,8 +207,8 @@ __device__ __forceinline__ void splitPack(float x0, float x1, uint32_t& hi, uint
 // o[16 × D] += p[16 × 64] · b[64 rows × D]: p in the accumulator layout of productNT, which is the A-fragment
 // layout of this product. With SPLIT, p and b are split into hi/lo (three products).
 template <int D, bool SPLIT, bool HALF>
-__device__ __forceinline__ void productNN(float (&o)[D / 8][4], const float (&p)[8][4], const uint4* bHi,
-                                          const uint4* bLo, int lane) {
+__device__ __forceinline__ void mmaProductNN(float (&o)[D / 8][4], const float (&p)[8][4], const uint4* bHi,
+                                             const uint4* bLo, int lane) {
 #pragma unroll
   for (int step = 0; step < kTile / 16; ++step) {
     uint32_t ah[4];
@@ -221,6 +243,90 @@ __device__ __forceinline__ void productNN(float (&o)[D / 8][4], const float (&p)
   }
 }
 
+// The warpgroup's products on the wgmma path (wgmma.cuh), the same shapes as the two above over the whole
+// 64-row tiles: issued only, awaitProducts completes them. Tiles in the gmma layout, fp16.
+template <int D>
+__device__ __forceinline__ void gmmaProductNT(float (&c)[8][4], const uint4* aTile, const uint4* bTile) {
+  const uint32_t a = smemAddress(aTile);
+  const uint32_t b = smemAddress(bTile);
+  wgmmaFence();
+#pragma unroll
+  for (int t = 0; t < D / 16; ++t) wgmmaSS64(c, gmmaKMajor(a, t), gmmaKMajor(b, t), t > 0 ? 1 : 0);
+}
+
+template <int D>
+__device__ __forceinline__ void gmmaProductNN(float (&o)[D / 8][4], const float (&p)[8][4], const uint4* bTile) {
+  uint32_t a[kTile / 16][4];
+#pragma unroll
+  for (int step = 0; step < kTile / 16; ++step) {
+    a[step][0] = packHalf(p[2 * step][0], p[2 * step][1]);
+    a[step][1] = packHalf(p[2 * step][2], p[2 * step][3]);
+    a[step][2] = packHalf(p[2 * step + 1][0], p[2 * step + 1][1]);
+    a[step][3] = packHalf(p[2 * step + 1][2], p[2 * step + 1][3]);
+  }
+  const uint32_t b = smemAddress(bTile);
+  wgmmaFence();
+#pragma unroll
+  for (int step = 0; step < kTile / 16; ++step) {
+    if constexpr (D == 128) {
+      wgmmaRS128(o, a[step], gmmaMNMajor(b, step));
+    } else {
+      wgmmaRS64(o, a[step], gmmaMNMajor(b, step));
+    }
+  }
+}
+
+template <int D, bool SPLIT, bool HALF, bool GMMA>
+__device__ __forceinline__ void productNT(float (&c)[8][4], const uint4* aHi, const uint4* aLo, const uint4* bHi,
+                                          const uint4* bLo, int warp, int lane) {
+  static_assert(!GMMA || (HALF && !SPLIT), "the wgmma path takes fp16 operands");
+  if constexpr (GMMA) {
+    gmmaProductNT<D>(c, aHi, bHi);
+  } else {
+    mmaProductNT<D, SPLIT, HALF>(c, aHi, aLo, bHi, bLo, warp, lane);
+  }
+}
+
+template <int D, bool SPLIT, bool HALF, bool GMMA>
+__device__ __forceinline__ void productNN(float (&o)[D / 8][4], const float (&p)[8][4], const uint4* bHi,
+                                          const uint4* bLo, int lane) {
+  static_assert(!GMMA || (HALF && !SPLIT), "the wgmma path takes fp16 operands");
+  if constexpr (GMMA) {
+    gmmaProductNN<D>(o, p, bHi);
+  } else {
+    mmaProductNN<D, SPLIT, HALF>(o, p, bHi, bLo, lane);
+  }
+}
+
+// GMMA: waits for the products issued since the last wait and pins their accumulators after the wait.
+template <bool GMMA, typename... Accumulators>
+__device__ __forceinline__ void awaitProducts(Accumulators&... accumulators) {
+  if constexpr (GMMA) {
+    wgmmaCommit();
+    wgmmaWaitAll();
+    (fenceAccumulators(accumulators), ...);
+  }
+}
+
+// Publishes the tiles this thread's cp.async copies wrote: to the async proxy too on the wgmma path.
+template <bool GMMA>
+__device__ __forceinline__ void tilesArrived() {
+  cpAsyncWaitAll();
+  if constexpr (GMMA) fenceProxyAsync();
+  __syncthreads();
+}
+
+// The dynamic shared memory of a kernel: 1024-byte aligned on the wgmma path (its swizzle is on address bits).
+template <bool GMMA>
+__device__ __forceinline__ uint4* tileMemory(uint4* shared) {
+  if constexpr (GMMA) {
+    const uint32_t address = smemAddress(shared);
+    const uint32_t pad = (kGmmaAlign - (address & (kGmmaAlign - 1))) & (kGmmaAlign - 1);
+    return shared + pad / 16;
+  }
+  return shared;
+}
+
 template <int D>
 __device__ __forceinline__ void zero(float (&c)[D / 8][4]) {
 #pragma unroll
@@ -236,37 +342,40 @@ __host__ __device__ constexpr int tileChunks() {
 // operands of head dim 128, where one stage leaves 64 KiB of shared memory per CTA so three CTAs share an SM
 // (ncu: with two stages it ran 2 warps per scheduler, stalled on fixed-latency dependencies; at 168 registers it
 // spills ~100 bytes). The key-major pass keeps two stages: its dk and dv accumulators would spill a kilobyte.
-template <int D, bool HALF>
+// The wgmma path keeps two stages: its accumulators and operands are fewer registers (no ldmatrix fragments),
+// and two CTAs of 96 KiB share an SM.
+template <int D, bool HALF, bool GMMA = false>
 __host__ __device__ constexpr int queryStages() {
-  return HALF && D == 128 ? 1 : 2;
+  return HALF && D == 128 && !GMMA ? 1 : 2;
 }
 
-template <int D, bool HALF>
+template <int D, bool HALF, bool GMMA = false>
 __host__ __device__ constexpr int queryCtasPerSm() {
-  return HALF ? 3 : 1;
+  return GMMA ? 2 : HALF ? 3 : 1;
 }
 
 // Head dim 64 with fp16 operands: 48 KiB of shared memory, so registers alone decide; three CTAs per SM.
-template <int D, bool HALF>
+template <int D, bool HALF, bool GMMA = false>
 __host__ __device__ constexpr int keyCtasPerSm() {
-  return HALF && D == 64 ? 3 : 1;
+  return GMMA ? 2 : HALF && D == 64 ? 3 : 1;
 }
 
 // Stages both bf16 halves of an fp32 operand (hi, and with SPLIT lo one tile further) like `stage`.
-template <int D, bool SPLIT, bool HALF>
+template <int D, bool SPLIT, bool HALF, bool GMMA = false>
 __device__ __forceinline__ void stageHalves(uint4* tile, const __nv_bfloat16* hi, const __nv_bfloat16* lo,
                                             int64_t seqStart, int n, int row0, int heads, int head, int first = 0) {
-  stage<D>(tile, hi, seqStart, n, row0, heads, head, first);
+  stage<D, GMMA>(tile, hi, seqStart, n, row0, heads, head, first);
   if constexpr (SPLIT) stage<D>(tile + tileChunks<D>(), lo, seqStart, n, row0, heads, head, first);
 }
 
 // ---- F: forward with statistics ----
 
-template <int D, bool SPLIT, bool HALF>
-__global__ void __launch_bounds__(kThreads, 1) forwardKernel(Params p) {
+template <int D, bool SPLIT, bool HALF, bool GMMA>
+__global__ void __launch_bounds__(kThreads, GMMA ? 2 : 1) forwardKernel(Params p) {
   constexpr int kT = tileChunks<D>();
   constexpr int kHalves = SPLIT ? 2 : 1;
-  extern __shared__ uint4 shared[];
+  extern __shared__ uint4 dynamicShared[];
+  uint4* shared = tileMemory<GMMA>(dynamicShared);
   uint4* qTile = shared;                      // [halves]
   uint4* kTiles = qTile + kHalves * kT;       // [2 stages][halves]
   uint4* vTiles = kTiles + 2 * kHalves * kT;  // [2 stages][halves]
@@ -279,12 +388,12 @@ __global__ void __launch_bounds__(kThreads, 1) forwardKernel(Params p) {
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
 
-  stageHalves<D, SPLIT, HALF>(qTile, p.qHi, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
+  stageHalves<D, SPLIT, HALF, GMMA>(qTile, p.qHi, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
   auto stageKeys = [&](int stageIndex, int k0) {
     uint4* kt = kTiles + stageIndex * kHalves * kT;
     uint4* vt = vTiles + stageIndex * kHalves * kT;
-    stageHalves<D, SPLIT, HALF>(kt, p.kHi, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
-    stageHalves<D, SPLIT, HALF>(vt, p.vHi, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
+    stageHalves<D, SPLIT, HALF, GMMA>(kt, p.kHi, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
+    stageHalves<D, SPLIT, HALF, GMMA>(vt, p.vHi, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
   };
   stageKeys(0, 0);
   cpAsyncCommit();
@@ -303,8 +412,7 @@ __global__ void __launch_bounds__(kThreads, 1) forwardKernel(Params p) {
   float lB = 0.0f;
 
   for (int kt = 0; kt <= task.tile; ++kt) {
-    cpAsyncWaitAll();
-    __syncthreads();
+    tilesArrived<GMMA>();
     const int stageIndex = kt & 1;
     if (kt < task.tile) {
       stageKeys(stageIndex ^ 1, (kt + 1) * kTile);
@@ -317,7 +425,8 @@ __global__ void __launch_bounds__(kThreads, 1) forwardKernel(Params p) {
     float s[8][4];
 #pragma unroll
     for (int j = 0; j < 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-    productNT<D, SPLIT, HALF>(s, qTile, qTile + kT, kt0, kt0 + kT, warp, lane);
+    productNT<D, SPLIT, HALF, GMMA>(s, qTile, qTile + kT, kt0, kt0 + kT, warp, lane);
+    awaitProducts<GMMA>(s);
 
     const bool diagonal = kt == task.tile;
     float tileMaxA = -INFINITY;
@@ -344,18 +453,18 @@ __global__ void __launch_bounds__(kThreads, 1) forwardKernel(Params p) {
     const float newB = fmaxf(mB, tileMaxB);
     const float shiftA = newA == -INFINITY ? 0.0f : newA;
     const float shiftB = newB == -INFINITY ? 0.0f : newB;
-    const float corrA = exp2f(mA - shiftA);
-    const float corrB = exp2f(mB - shiftB);
+    const float corrA = fastExp2(mA - shiftA);
+    const float corrB = fastExp2(mB - shiftB);
     mA = newA;
     mB = newB;
     float sumA = 0.0f;
     float sumB = 0.0f;
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
-      s[j][0] = exp2f(s[j][0] - shiftA);
-      s[j][1] = exp2f(s[j][1] - shiftA);
-      s[j][2] = exp2f(s[j][2] - shiftB);
-      s[j][3] = exp2f(s[j][3] - shiftB);
+      s[j][0] = fastExp2(s[j][0] - shiftA);
+      s[j][1] = fastExp2(s[j][1] - shiftA);
+      s[j][2] = fastExp2(s[j][2] - shiftB);
+      s[j][3] = fastExp2(s[j][3] - shiftB);
       sumA += s[j][0] + s[j][1];
       sumB += s[j][2] + s[j][3];
     }
@@ -368,7 +477,8 @@ __global__ void __launch_bounds__(kThreads, 1) forwardKernel(Params p) {
       o[j][2] *= corrB;
       o[j][3] *= corrB;
     }
-    productNN<D, SPLIT, HALF>(o, s, vt0, vt0 + kT, lane);
+    productNN<D, SPLIT, HALF, GMMA>(o, s, vt0, vt0 + kT, lane);
+    awaitProducts<GMMA>(o);
   }
 
   for (int offset = 1; offset < 4; offset <<= 1) {
@@ -405,12 +515,13 @@ __global__ void __launch_bounds__(kThreads, 1) forwardKernel(Params p) {
 
 // ---- A: query-major backward (dq, D_i, influence) ----
 
-template <int D, bool SPLIT, bool HALF>
-__global__ void __launch_bounds__(kThreads, (queryCtasPerSm<D, HALF>())) queryKernel(Params p) {
+template <int D, bool SPLIT, bool HALF, bool GMMA>
+__global__ void __launch_bounds__(kThreads, (queryCtasPerSm<D, HALF, GMMA>())) queryKernel(Params p) {
   constexpr int kT = tileChunks<D>();
   constexpr int kHalves = SPLIT ? 2 : 1;
-  constexpr int kStages = queryStages<D, HALF>();
-  extern __shared__ uint4 shared[];
+  constexpr int kStages = queryStages<D, HALF, GMMA>();
+  extern __shared__ uint4 dynamicShared[];
+  uint4* shared = tileMemory<GMMA>(dynamicShared);
   uint4* qTile = shared;                            // [halves]
   uint4* dOTile = qTile + kHalves * kT;             // [halves]
   uint4* kTiles = dOTile + kHalves * kT;            // [stages][halves]
@@ -435,13 +546,13 @@ __global__ void __launch_bounds__(kThreads, (queryCtasPerSm<D, HALF>())) queryKe
                             : p.influence + ((static_cast<int64_t>(task.sequence) * p.queryHeads + h) * p.blocks +
                                              task.tile) * p.blocks;
 
-  stageHalves<D, SPLIT, HALF>(qTile, p.qHi, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
-  stageHalves<D, SPLIT, HALF>(dOTile, p.dOHi, p.dOLo, task.seqStart, n, q0, p.queryHeads, h, p.queryStart);
+  stageHalves<D, SPLIT, HALF, GMMA>(qTile, p.qHi, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
+  stageHalves<D, SPLIT, HALF, GMMA>(dOTile, p.dOHi, p.dOLo, task.seqStart, n, q0, p.queryHeads, h, p.queryStart);
   auto stageKeys = [&](int stageIndex, int k0) {
     uint4* kt = kTiles + stageIndex * kHalves * kT;
     uint4* vt = vTiles + stageIndex * kHalves * kT;
-    stageHalves<D, SPLIT, HALF>(kt, p.kHi, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
-    stageHalves<D, SPLIT, HALF>(vt, p.vHi, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
+    stageHalves<D, SPLIT, HALF, GMMA>(kt, p.kHi, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
+    stageHalves<D, SPLIT, HALF, GMMA>(vt, p.vHi, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
   };
   stageKeys(0, 0);
   cpAsyncCommit();
@@ -464,7 +575,7 @@ __global__ void __launch_bounds__(kThreads, (queryCtasPerSm<D, HALF>())) queryKe
       rowMax[r] = valid ? p.stats[index * 2] * kLog2e : 0.0f;
       rowInv[r] = valid ? 1.0f / p.stats[index * 2 + 1] : 0.0f;
       dominantBlock[r] = -1;
-      if (valid) p.delta[index] = sum;
+      if (valid) p.rowStats[index] = make_float4(rowMax[r], rowInv[r], sum, 0.0f);
     }
   }
   __syncthreads();
@@ -505,8 +616,7 @@ __global__ void __launch_bounds__(kThreads, (queryCtasPerSm<D, HALF>())) queryKe
   float previous = adder ? influenceRow[0] : 0.0f;
 
   for (int kt = 0; kt <= task.tile; ++kt) {
-    cpAsyncWaitAll();
-    __syncthreads();
+    tilesArrived<GMMA>();
     if (adder && kt > 0) {
       const float* sums = warpE[(kt - 1) & 1];
       influenceRow[kt - 1] = previous + ((sums[0] + sums[1]) + (sums[2] + sums[3]));
@@ -528,8 +638,9 @@ __global__ void __launch_bounds__(kThreads, (queryCtasPerSm<D, HALF>())) queryKe
       s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
       dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.0f;
     }
-    productNT<D, SPLIT, HALF>(s, qTile, qTile + kT, kt0, kt0 + kT, warp, lane);
-    productNT<D, SPLIT, HALF>(dp, dOTile, dOTile + kT, vt0, vt0 + kT, warp, lane);
+    productNT<D, SPLIT, HALF, GMMA>(s, qTile, qTile + kT, kt0, kt0 + kT, warp, lane);
+    productNT<D, SPLIT, HALF, GMMA>(dp, dOTile, dOTile + kT, vt0, vt0 + kT, warp, lane);
+    awaitProducts<GMMA>(s, dp);
 
     float sumE = 0.0f;
     const bool diagonal = kt == task.tile;  // only there can a key lie after the row
@@ -540,30 +651,35 @@ __global__ void __launch_bounds__(kThreads, (queryCtasPerSm<D, HALF>())) queryKe
         const bool first = c < 2;
         const int row = first ? rowA : rowB;
         const int key = k0 + 8 * j + 2 * (lane % 4) + (c & 1);
-        const float prob = !diagonal || key <= row
-                               ? exp2f(s[j][c] * scoreScale - (first ? maxA : maxB)) * (first ? invA : invB)
-                               : 0.0f;
+        float prob = fastExp2(s[j][c] * scoreScale - (first ? maxA : maxB)) * (first ? invA : invB);
+        if (diagonal && key > row) prob = 0.0f;
         const float grad = dp[j][c] * gradScale;
         const float ds = prob * (grad - (first ? deltaA : deltaB));
-        if (prob <= 0.5f) {
-          // 1 − P is well conditioned; row 0 holds only its dominant entry.
-          // The divisor lies in [1/2, 1 + eps]: the fast reciprocal is within 2 ulp there.
-          if (row > 0) sumE += __fdividef(fabsf(ds), 1.0f - prob + kEps);
-          if (first) {
-            restA += prob;
-            restGradA += prob * grad;
-          } else {
-            restB += prob;
-            restGradB += prob * grad;
-          }
-        } else if (first) {
-          dominantTileA = kt;
-          dominantPA = prob;
-          dominantGradA = grad;
+        // Entries with P ≤ 1/2: 1 − P is well conditioned; row 0 holds only its dominant entry. The divisor
+        // lies in [1/2, 1 + eps] there: the fast reciprocal is within 2 ulp. Written as selects that add zero
+        // for the row's dominant entry (P > 1/2, at most one per row), which is taken at the row's end: the
+        // same sums without a branch per entry.
+        const bool small = prob <= 0.5f;
+        const float e = __fdividef(fabsf(ds), 1.0f - prob + kEps);
+        sumE += small && row > 0 ? e : 0.0f;
+        const float kept = small ? prob : 0.0f;
+        if (first) {
+          restA += kept;
+          restGradA += kept * grad;
         } else {
-          dominantTileB = kt;
-          dominantPB = prob;
-          dominantGradB = grad;
+          restB += kept;
+          restGradB += kept * grad;
+        }
+        if (!small) {
+          if (first) {
+            dominantTileA = kt;
+            dominantPA = prob;
+            dominantGradA = grad;
+          } else {
+            dominantTileB = kt;
+            dominantPB = prob;
+            dominantGradB = grad;
+          }
         }
         s[j][c] = ds * dsScale;
       }
@@ -572,7 +688,10 @@ __global__ void __launch_bounds__(kThreads, (queryCtasPerSm<D, HALF>())) queryKe
       for (int offset = 16; offset > 0; offset >>= 1) sumE += __shfl_xor_sync(0xffffffffu, sumE, offset);
       if (lane == 0) warpE[kt & 1][warp] = sumE;
     }
-    if (p.dq != nullptr) productNN<D, false, HALF>(dq, s, kt0, nullptr, lane);
+    if (p.dq != nullptr) {
+      productNN<D, false, HALF, GMMA>(dq, s, kt0, nullptr, lane);
+      awaitProducts<GMMA>(dq);
+    }
     if (kStages == 1 && kt < task.tile) {
       __syncthreads();  // every warp is done with the tile before it is overwritten
       stageKeys(0, (kt + 1) * kTile);
@@ -631,19 +750,18 @@ __global__ void __launch_bounds__(kThreads, (queryCtasPerSm<D, HALF>())) queryKe
 
 // ---- B: key-major backward (dk, dv) ----
 
-template <int D, bool SPLIT, bool HALF>
-__global__ void __launch_bounds__(kThreads, (keyCtasPerSm<D, HALF>())) keyKernel(Params p) {
+template <int D, bool SPLIT, bool HALF, bool GMMA>
+__global__ void __launch_bounds__(kThreads, (keyCtasPerSm<D, HALF, GMMA>())) keyKernel(Params p) {
   constexpr int kT = tileChunks<D>();
   constexpr int kHalves = SPLIT ? 2 : 1;
   constexpr int kStages = 2;
-  extern __shared__ uint4 shared[];
+  extern __shared__ uint4 dynamicShared[];
+  uint4* shared = tileMemory<GMMA>(dynamicShared);
   uint4* kTile0 = shared;                             // [halves]
   uint4* vTile0 = kTile0 + kHalves * kT;              // [halves]
   uint4* qTiles = vTile0 + kHalves * kT;              // [stages][halves]
   uint4* dOTiles = qTiles + kStages * kHalves * kT;   // [stages][halves]
-  __shared__ float colMax[2][kTile];
-  __shared__ float colInv[2][kTile];
-  __shared__ float colDelta[2][kTile];
+  __shared__ float4 colStats[2][kTile];  // pass A's rowStats of the staged query tile
 
   const Task task = p.tasks[blockIdx.x];
   const int h = task.head;
@@ -656,21 +774,21 @@ __global__ void __launch_bounds__(kThreads, (keyCtasPerSm<D, HALF>())) keyKernel
   // Query tiles wholly before queryStart have dO = 0 and add nothing: the walk starts at queryStart's tile.
   const int firstItem = max(0, p.queryStart / kTile - task.tile);
 
-  stageHalves<D, SPLIT, HALF>(kTile0, p.kHi, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
-  stageHalves<D, SPLIT, HALF>(vTile0, p.vHi, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
+  stageHalves<D, SPLIT, HALF, GMMA>(kTile0, p.kHi, p.kLo, task.seqStart, n, k0, p.kvHeads, g);
+  stageHalves<D, SPLIT, HALF, GMMA>(vTile0, p.vHi, p.vLo, task.seqStart, n, k0, p.kvHeads, g);
   auto stageQueries = [&](int stageIndex, int item) {
     const int q0 = (task.tile + item) * kTile;
     uint4* qt = qTiles + stageIndex * kHalves * kT;
     uint4* dt = dOTiles + stageIndex * kHalves * kT;
-    stageHalves<D, SPLIT, HALF>(qt, p.qHi, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
-    stageHalves<D, SPLIT, HALF>(dt, p.dOHi, p.dOLo, task.seqStart, n, q0, p.queryHeads, h, p.queryStart);
-    for (int r = threadIdx.x; r < kTile; r += kThreads) {
-      const int row = q0 + r;
+    stageHalves<D, SPLIT, HALF, GMMA>(qt, p.qHi, p.qLo, task.seqStart, n, q0, p.queryHeads, h);
+    stageHalves<D, SPLIT, HALF, GMMA>(dt, p.dOHi, p.dOLo, task.seqStart, n, q0, p.queryHeads, h, p.queryStart);
+    // Rows past the sequence read zeros (their q is zero too, so P = e^0 · 0 = 0); rows before queryStart hold
+    // D_i = 0 (pass A wrote them so), like their zero dO.
+    if (threadIdx.x < kTile) {
+      const int row = q0 + threadIdx.x;
       const bool valid = row < n;
       const int64_t index = (task.seqStart + (valid ? row : 0)) * static_cast<int64_t>(p.queryHeads) + h;
-      colMax[stageIndex][r] = valid ? p.stats[index * 2] * kLog2e : 0.0f;
-      colInv[stageIndex][r] = valid ? 1.0f / p.stats[index * 2 + 1] : 0.0f;
-      colDelta[stageIndex][r] = valid && row >= p.queryStart ? p.delta[index] : 0.0f;
+      cpAsync16(smemAddress(&colStats[stageIndex][threadIdx.x]), p.rowStats + index, valid);
     }
   };
   stageQueries(0, firstItem);
@@ -691,8 +809,7 @@ __global__ void __launch_bounds__(kThreads, (keyCtasPerSm<D, HALF>())) keyKernel
   zero<D>(dv);
 
   for (int item = firstItem; item < items; ++item) {
-    cpAsyncWaitAll();
-    __syncthreads();
+    tilesArrived<GMMA>();
     const int stageIndex = kStages == 2 ? (item - firstItem) & 1 : 0;
     if (kStages == 2 && item + 1 < items) {
       stageQueries(stageIndex ^ 1, item + 1);
@@ -710,23 +827,27 @@ __global__ void __launch_bounds__(kThreads, (keyCtasPerSm<D, HALF>())) keyKernel
       s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
       dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.0f;
     }
-    productNT<D, SPLIT, HALF>(s, kTile0, kTile0 + kT, qt, qt + kT, warp, lane);
-    productNT<D, SPLIT, HALF>(dp, vTile0, vTile0 + kT, dt, dt + kT, warp, lane);
+    productNT<D, SPLIT, HALF, GMMA>(s, kTile0, kTile0 + kT, qt, qt + kT, warp, lane);
+    productNT<D, SPLIT, HALF, GMMA>(dp, vTile0, vTile0 + kT, dt, dt + kT, warp, lane);
+    awaitProducts<GMMA>(s, dp);
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int column = 8 * j + 2 * (lane % 4) + (c & 1);
         const int key = c < 2 ? keyA : keyB;
-        const float prob = item > 0 || q0 + column >= key
-                               ? exp2f(s[j][c] * scoreScale - colMax[stageIndex][column]) * colInv[stageIndex][column]
-                               : 0.0f;
-        dp[j][c] = prob * (dp[j][c] * gradScale - colDelta[stageIndex][column]) * dsScale;
+        const float4 stats = colStats[stageIndex][column];
+        // Computed for every entry and then masked: a select, where a condition around the exponential
+        // branched per entry.
+        float prob = fastExp2(s[j][c] * scoreScale - stats.x) * stats.y;
+        if (item == 0 && q0 + column < key) prob = 0.0f;
+        dp[j][c] = prob * (dp[j][c] * gradScale - stats.z) * dsScale;
         s[j][c] = prob;
       }
     }
-    productNN<D, false, HALF>(dv, s, dt, nullptr, lane);
-    productNN<D, false, HALF>(dk, dp, qt, nullptr, lane);
+    productNN<D, false, HALF, GMMA>(dv, s, dt, nullptr, lane);
+    productNN<D, false, HALF, GMMA>(dk, dp, qt, nullptr, lane);
+    awaitProducts<GMMA>(dv, dk);
     if (kStages == 1 && item + 1 < items) {
       __syncthreads();  // every warp is done with the tiles and column statistics before they are overwritten
       stageQueries(0, item + 1);
@@ -788,13 +909,78 @@ void launch(Kernel kernel, size_t shared, int ctas, const Params& params, const 
   checkLaunch(op, sizes);
 }
 
+// Whether a pass ("forward", "query", "key") runs its wgmma kernel: fp16 operands (the caller checks) on a GPU
+// of compute capability 9.0, whose sm_90a code holds them, unless MOA_CUDA_WGMMA says otherwise: "0" none, or a
+// comma list of the passes that do (to compare the two paths). Read at every call, like the precision.
+bool wgmmaPass(const char* pass) {
+  static const int major = [] {
+    int device = 0;
+    int value = 0;
+    check("attention", cudaGetDevice(&device));
+    check("attention", cudaDeviceGetAttribute(&value, cudaDevAttrComputeCapabilityMajor, device));
+    return value;
+  }();
+  if (major != 9) return false;
+  const char* value = std::getenv("MOA_CUDA_WGMMA");
+  if (value == nullptr || value[0] == '\0' || std::strcmp(value, "1") == 0) return true;
+  if (std::strcmp(value, "0") == 0) return false;
+  return std::string(",").append(value).append(",").find(std::string(",") + pass + ",") != std::string::npos;
+}
+
+// Launches of the three kernels in each operand mode; the wgmma kernels only with fp16 operands.
+template <int D>
+void launchForward(BackwardPrecision precision, bool gmma, int ctas, const Params& params, const std::string& op,
+                   const std::string& sizes) {
+  const size_t shared = sharedBytes<D>(precision == BackwardPrecision::Split, 1, 2);
+  if (precision == BackwardPrecision::Split) {
+    launch(forwardKernel<D, true, false, false>, shared, ctas, params, op, sizes);
+  } else if (precision == BackwardPrecision::Bf16) {
+    launch(forwardKernel<D, false, false, false>, shared, ctas, params, op, sizes);
+  } else if (gmma) {
+    launch(forwardKernel<D, false, true, true>, shared + kGmmaAlign, ctas, params, op, sizes);
+  } else {
+    launch(forwardKernel<D, false, true, false>, shared, ctas, params, op, sizes);
+  }
+}
+
+template <int D>
+void launchQuery(BackwardPrecision precision, bool gmma, int ctas, const Params& params, const std::string& op,
+                 const std::string& sizes) {
+  if (precision == BackwardPrecision::Split) {
+    launch(queryKernel<D, true, false, false>, sharedBytes<D>(true, 2, 2), ctas, params, op, sizes);
+  } else if (precision == BackwardPrecision::Bf16) {
+    launch(queryKernel<D, false, false, false>, sharedBytes<D>(false, 2, 2), ctas, params, op, sizes);
+  } else if (gmma) {
+    launch(queryKernel<D, false, true, true>, sharedBytes<D>(false, 2, 2, queryStages<D, true, true>()) + kGmmaAlign,
+           ctas, params, op, sizes);
+  } else {
+    launch(queryKernel<D, false, true, false>, sharedBytes<D>(false, 2, 2, queryStages<D, true, false>()), ctas,
+           params, op, sizes);
+  }
+}
+
+template <int D>
+void launchKey(BackwardPrecision precision, bool gmma, int ctas, const Params& params, const std::string& op,
+               const std::string& sizes) {
+  const size_t shared = sharedBytes<D>(precision == BackwardPrecision::Split, 2, 2);
+  if (precision == BackwardPrecision::Split) {
+    launch(keyKernel<D, true, false, false>, shared, ctas, params, op, sizes);
+  } else if (precision == BackwardPrecision::Bf16) {
+    launch(keyKernel<D, false, false, false>, shared, ctas, params, op, sizes);
+  } else if (gmma) {
+    launch(keyKernel<D, false, true, true>, shared + kGmmaAlign, ctas, params, op, sizes);
+  } else {
+    launch(keyKernel<D, false, true, false>, shared, ctas, params, op, sizes);
+  }
+}
+
 struct Layout {
   int64_t tokens;
   int64_t qCount;   // T · Hq · D
   int64_t kvCount;  // T · Hkv · D
 };
 
-// Carves the scratch block: bf16 halves of q, k, v (and dO), then delta [T, Hq] and, with GQA, pass B's
+// Carves the scratch block: bf16 halves of q, k, v (and dO), then the row statistics [T, Hq] (float4) and, with GQA, pass B's
 // per-query-head partials of dk and dv [T, Hq, D].
 struct Scratch {
   __nv_bfloat16* qHi;
@@ -805,7 +991,7 @@ struct Scratch {
   __nv_bfloat16* vLo;
   __nv_bfloat16* dOHi;
   __nv_bfloat16* dOLo;
-  float* delta;
+  float4* rowStats;
   float* partialK;
   float* partialV;
 };
@@ -816,7 +1002,7 @@ Scratch carve(const Layout& layout, int64_t queryHeads, bool split, bool withGra
   const int64_t elements = halves * ((withGrad ? 2 : 1) * layout.qCount + 2 * layout.kvCount);
   // delta goes after the bf16 copies, 16-byte aligned.
   const size_t deltaOffset = (static_cast<size_t>(elements) * 2 + 15) / 16 * 16;
-  const size_t deltaBytes = withGrad ? (static_cast<size_t>(layout.tokens * queryHeads) * 4 + 15) / 16 * 16 : 0;
+  const size_t deltaBytes = withGrad ? static_cast<size_t>(layout.tokens * queryHeads) * sizeof(float4) : 0;
   const size_t partialBytes = partials ? static_cast<size_t>(layout.qCount) * 4 : 0;
   const size_t bytes = deltaOffset + deltaBytes + 2 * partialBytes;
   char* base = static_cast<char*>(scratch(ScratchSlot::Attention, bytes, op));
@@ -836,7 +1022,7 @@ Scratch carve(const Layout& layout, int64_t queryHeads, bool split, bool withGra
   if (withGrad) {
     s.dOHi = take(layout.qCount);
     s.dOLo = split ? take(layout.qCount) : nullptr;
-    s.delta = reinterpret_cast<float*>(base + deltaOffset);
+    s.rowStats = reinterpret_cast<float4*>(base + deltaOffset);
   }
   if (partials) {
     s.partialK = reinterpret_cast<float*>(base + deltaOffset + deltaBytes);
@@ -963,16 +1149,11 @@ void attentionPrefillStats(float* out, float* stats, const float* q, const float
   params.scale = scale;
   params.scaleLog2 = scale * kLog2e;
   const int ctas = static_cast<int>(tasks.size());
-  const size_t shared64 = sharedBytes<64>(splitOperands, 1, 2);
-  const size_t shared128 = sharedBytes<128>(splitOperands, 1, 2);
+  const bool gmma = precision == BackwardPrecision::F16 && wgmmaPass("forward");
   if (dims.headDim == 64) {
-    if (precision == BackwardPrecision::Split) launch(forwardKernel<64, true, false>, shared64, ctas, params, op, sizes);
-    else if (precision == BackwardPrecision::F16) launch(forwardKernel<64, false, true>, shared64, ctas, params, op, sizes);
-    else launch(forwardKernel<64, false, false>, shared64, ctas, params, op, sizes);
+    launchForward<64>(precision, gmma, ctas, params, op, sizes);
   } else {
-    if (precision == BackwardPrecision::Split) launch(forwardKernel<128, true, false>, shared128, ctas, params, op, sizes);
-    else if (precision == BackwardPrecision::F16) launch(forwardKernel<128, false, true>, shared128, ctas, params, op, sizes);
-    else launch(forwardKernel<128, false, false>, shared128, ctas, params, op, sizes);
+    launchForward<128>(precision, gmma, ctas, params, op, sizes);
   }
 }
 
@@ -1035,7 +1216,7 @@ void attentionBackward(float* dq, float* dk, float* dv, float* influence, const 
   params.dk = dk;
   params.dv = dv;
   params.influence = influence;
-  params.delta = s.delta;
+  params.rowStats = s.rowStats;
   params.dkOut = grouped ? s.partialK : dk;
   params.dvOut = grouped ? s.partialV : dv;
   params.outHeads = static_cast<int>(grouped ? dims.queryHeads : dims.kvHeads);
@@ -1050,32 +1231,15 @@ void attentionBackward(float* dq, float* dk, float* dv, float* influence, const 
   const int keyCtas = static_cast<int>(keyTasks.size());
   Params keyParams = params;
   keyParams.tasks = device + queryCount;
-  const size_t sharedA64 = sharedBytes<64>(splitOperands, 2, 2);
-  const size_t sharedA128 = sharedBytes<128>(splitOperands, 2, 2);
-  const size_t sharedQuery128 =
-      sharedBytes<128>(splitOperands, 2, 2, precision == BackwardPrecision::F16 ? queryStages<128, true>() : 2);
+  const bool f16 = precision == BackwardPrecision::F16;
+  const bool gmmaQuery = f16 && wgmmaPass("query");
+  const bool gmmaKey = f16 && wgmmaPass("key");
   if (dims.headDim == 64) {
-    if (precision == BackwardPrecision::Split) {
-      launch(queryKernel<64, true, false>, sharedA64, queryCtas, params, op, sizes);
-      launch(keyKernel<64, true, false>, sharedA64, keyCtas, keyParams, op, sizes);
-    } else if (precision == BackwardPrecision::F16) {
-      launch(queryKernel<64, false, true>, sharedA64, queryCtas, params, op, sizes);
-      launch(keyKernel<64, false, true>, sharedA64, keyCtas, keyParams, op, sizes);
-    } else {
-      launch(queryKernel<64, false, false>, sharedA64, queryCtas, params, op, sizes);
-      launch(keyKernel<64, false, false>, sharedA64, keyCtas, keyParams, op, sizes);
-    }
+    launchQuery<64>(precision, gmmaQuery, queryCtas, params, op, sizes);
+    launchKey<64>(precision, gmmaKey, keyCtas, keyParams, op, sizes);
   } else {
-    if (precision == BackwardPrecision::Split) {
-      launch(queryKernel<128, true, false>, sharedA128, queryCtas, params, op, sizes);
-      launch(keyKernel<128, true, false>, sharedA128, keyCtas, keyParams, op, sizes);
-    } else if (precision == BackwardPrecision::F16) {
-      launch(queryKernel<128, false, true>, sharedQuery128, queryCtas, params, op, sizes);
-      launch(keyKernel<128, false, true>, sharedA128, keyCtas, keyParams, op, sizes);
-    } else {
-      launch(queryKernel<128, false, false>, sharedA128, queryCtas, params, op, sizes);
-      launch(keyKernel<128, false, false>, sharedA128, keyCtas, keyParams, op, sizes);
-    }
+    launchQuery<128>(precision, gmmaQuery, queryCtas, params, op, sizes);
+    launchKey<128>(precision, gmmaKey, keyCtas, keyParams, op, sizes);
   }
   if (grouped && gradients) {
     const int64_t rows = tokens * dims.kvHeads;

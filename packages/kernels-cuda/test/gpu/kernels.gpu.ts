@@ -101,19 +101,27 @@ function assertClose(actual: Float32Array, expected: Float32Array, relative: num
 }
 
 /** The profiler's precisions (src/cuda/backward_precision.cuh) and what each must hold: "split" about fp32's,
- *  "f16" (the default) fp16's 11 significant bits. */
+ *  "f16" (the default) fp16's 11 significant bits; "f16-mma" is f16 with the attention's wgmma kernels off
+ *  (MOA_CUDA_WGMMA=0), so a Hopper GPU checks both attention paths (elsewhere the two are the same run). */
 const PRECISIONS = ["split", "f16"] as const;
-type Precision = (typeof PRECISIONS)[number];
+const ATTENTION_PRECISIONS = [...PRECISIONS, "f16-mma"] as const;
+type Precision = (typeof ATTENTION_PRECISIONS)[number];
 
-/** Runs `body` with MOA_CUDA_BACKWARD_PRECISION set to `mode`, restoring what was there. */
+/** Runs `body` with MOA_CUDA_BACKWARD_PRECISION (and MOA_CUDA_WGMMA) set for `mode`, restoring what was there. */
 function withPrecision<T>(mode: Precision | "bf16", body: () => T): T {
-  const previous = process.env.MOA_CUDA_BACKWARD_PRECISION;
-  process.env.MOA_CUDA_BACKWARD_PRECISION = mode;
+  const previous = [process.env.MOA_CUDA_BACKWARD_PRECISION, process.env.MOA_CUDA_WGMMA];
+  process.env.MOA_CUDA_BACKWARD_PRECISION = mode === "f16-mma" ? "f16" : mode;
+  process.env.MOA_CUDA_WGMMA = mode === "f16-mma" ? "0" : "";
   try {
     return body();
   } finally {
-    if (previous === undefined) delete process.env.MOA_CUDA_BACKWARD_PRECISION;
-    else process.env.MOA_CUDA_BACKWARD_PRECISION = previous;
+    for (const [name, value] of [
+      ["MOA_CUDA_BACKWARD_PRECISION", previous[0]],
+      ["MOA_CUDA_WGMMA", previous[1]],
+    ] as const) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
   }
 }
 
@@ -1133,7 +1141,9 @@ describe("attentionBackward options (a profile's last and first layers)", () => 
 });
 
 describe("profiling attention (stats prefill + attentionBackward with influence) against the CPU reference", () => {
-  for (const [c, mode] of PRECISIONS.flatMap((mode) => ATTENTION_CASES.map((c) => [c, mode] as const))) {
+  for (const [c, mode] of ATTENTION_PRECISIONS.flatMap((mode) =>
+    ATTENTION_CASES.map((c) => [c, mode] as const),
+  )) {
     it(`${c.name}, ${mode}: out and stats, dq/dk/dv, influence added to what is there`, () => {
       const tokens = c.lengths.reduce((a, b) => a + b, 0);
       const cu = cuSeqlensOf(c.lengths);
@@ -1271,11 +1281,11 @@ describe("profiling attention (stats prefill + attentionBackward with influence)
     cuda.attentionBackward(dq, dk, dv, dOut, q, k, v, out, stats, cu, 1 / Math.sqrt(d), influence);
     backend.synchronize();
     const used = before - backend.memoryInfo().free;
-    // bf16 hi + lo of q, k, v, dO, one float per (token, query head) and the per-query-head fp32 partials of dk
-    // and dv (GQA), times the scratch's growth factor of 1.5 (device.cu: scratch), plus the task list and
-    // allocator rounding.
+    // bf16 hi + lo of q, k, v, dO, four floats per (token, query head) (the row statistics) and the
+    // per-query-head fp32 partials of dk and dv (GQA), times the scratch's growth factor of 1.5 (device.cu:
+    // scratch), plus the task list and allocator rounding.
     const exact =
-      2 * 2 * (2 * tokens * hq * d + 2 * tokens * hkv * d) + 4 * tokens * hq + 2 * 4 * tokens * hq * d;
+      2 * 2 * (2 * tokens * hq * d + 2 * tokens * hkv * d) + 16 * tokens * hq + 2 * 4 * tokens * hq * d;
     const linear = 1.5 * exact + 64 * 2 ** 20;
     const matrix = 4 * tokens * tokens;
     console.log(
