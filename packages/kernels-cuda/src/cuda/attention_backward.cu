@@ -17,7 +17,8 @@
 //      a cp.async copy, double-buffered against the products;
 //   F. forward: a CTA of 4 warps owns 64 query rows of a query head (16 rows per warp), walks the key tiles up
 //      to the diagonal with the online softmax, writes O and (m, l);
-//   A. query-major backward: a CTA owns 64 query rows of a query head: D_i = dO_i·O_i (kept for pass B), then
+//   A. query-major backward: a CTA owns 64 query rows of a query head: D_i = dO_i·O_i (kept for pass B with the
+//      row's m·log2(e) and 1/l, one float4 per row), then
 //      per key tile S, dP, dS = P(dP − D), dq += dS·k, and the influence row of blocks (query tile, ·) — which
 //      only this CTA writes, so the sums need no atomics: each tile's block sum is reduced in a fixed order and
 //      added by one thread, and the dominant entry of each row (P > 1/2, evaluated at the row's end from the
@@ -28,6 +29,10 @@
 //      (moa-tiny: 2) with too few CTAs, and the first key tile's CTA would walk every query tile of every head
 //      of its group alone.
 // Every sum has a fixed order, so results are deterministic. CTAs are ordered longest first.
+//
+// On compute capability 9.0 with fp16 operands (the default precision) the three kernels multiply with wgmma
+// (wgmma.cuh): the same CTAs, tiles and element code, the products issued by the CTA's warpgroup on tiles in the
+// tensor cores' swizzle (GMMA template flag); elsewhere, and with MOA_CUDA_WGMMA=0, with mma.sync.
 //
 // Head dims 64 and 128 (the TypeScript backend stages other head dims through the CPU reference).
 #include <cuda_bf16.h>

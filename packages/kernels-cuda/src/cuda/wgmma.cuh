@@ -8,7 +8,7 @@
 // applies to address bits, so every tile starts 1024-byte aligned. The same tile is read two ways:
 //   K-major (the operand's rows are M or N, the reduction runs along the row): S = q·kᵀ-shaped products;
 //   MN-major (the operand's rows are the reduction index): o += p·v-shaped products, B transposed.
-// The wrappers below were written out by a generator (one asm operand per accumulator); the accumulator layout
+// The wrappers below list one asm operand per accumulator (c[j][i] is operand 4j + i); the accumulator layout
 // of m64nNk16 is, per warp w, the mma.sync m16n8 layout of rows 16w…16w+15, so the kernels' element code is
 // the same on both paths.
 #pragma once
