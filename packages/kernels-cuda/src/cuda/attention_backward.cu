@@ -918,14 +918,7 @@ void launch(Kernel kernel, size_t shared, int ctas, const Params& params, const 
 // of compute capability 9.0, whose sm_90a code holds them, unless MOA_CUDA_WGMMA says otherwise: "0" none, or a
 // comma list of the passes that do (to compare the two paths). Read at every call, like the precision.
 bool wgmmaPass(const char* pass) {
-  static const int major = [] {
-    int device = 0;
-    int value = 0;
-    check("attention", cudaGetDevice(&device));
-    check("attention", cudaDeviceGetAttribute(&value, cudaDevAttrComputeCapabilityMajor, device));
-    return value;
-  }();
-  if (major != 9) return false;
+  if (computeCapabilityMajor() != 9) return false;
   const char* value = std::getenv("MOA_CUDA_WGMMA");
   if (value == nullptr || value[0] == '\0' || std::strcmp(value, "1") == 0) return true;
   if (std::strcmp(value, "0") == 0) return false;

@@ -88,15 +88,26 @@ MemoryInfo memoryInfo() {
   return info;
 }
 
+namespace {
+
+int currentDeviceAttribute(cudaDeviceAttr attribute) {
+  int device = 0;
+  int value = 0;
+  check("deviceInfo", cudaGetDevice(&device));
+  check("deviceInfo", cudaDeviceGetAttribute(&value, attribute, device));
+  return value;
+}
+
+}  // namespace
+
 int multiprocessorCount() {
-  static const int count = [] {
-    int device = 0;
-    int value = 0;
-    check("deviceInfo", cudaGetDevice(&device));
-    check("deviceInfo", cudaDeviceGetAttribute(&value, cudaDevAttrMultiProcessorCount, device));
-    return value;
-  }();
+  static const int count = currentDeviceAttribute(cudaDevAttrMultiProcessorCount);
   return count;
+}
+
+int computeCapabilityMajor() {
+  static const int major = currentDeviceAttribute(cudaDevAttrComputeCapabilityMajor);
+  return major;
 }
 
 namespace {

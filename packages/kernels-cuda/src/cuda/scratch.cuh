@@ -27,5 +27,7 @@ T* uploadParams(const std::vector<T>& host, const std::string& op) {
 
 // Multiprocessors of the current device (cached).
 int multiprocessorCount();
+// The major compute capability of the current device (9 on Hopper, whose sm_90a code holds the wgmma kernels).
+int computeCapabilityMajor();
 
 }  // namespace moa::cuda
