@@ -75,20 +75,24 @@ export class TextStream {
     // Decode a window of recent ids (as transformers' TextStreamer / TGI do) so each step is O(window).
     const prefix = this.tokenizer.decode(this.ids.slice(this.prefixOffset, this.readOffset));
     const window = this.tokenizer.decode(this.ids.slice(this.prefixOffset));
-    if (window.length > prefix.length && (final || !window.endsWith("\uFFFD"))) {
+    const complete = window.length > prefix.length && (final || !window.endsWith("\uFFFD"));
+    if (complete) {
       this.text += window.slice(prefix.length);
       this.prefixOffset = this.readOffset;
       this.readOffset = this.ids.length;
     }
+    // A window held for an incomplete character may already hold a stop string before that character.
+    const pending = complete ? "" : window.slice(prefix.length).replace(/\uFFFD+$/, "");
+    const visible = this.text + pending;
     const searchFrom = Math.max(0, this.released - this.longestStop() + 1);
     let cut = -1;
     for (const stop of this.stopStrings) {
-      const at = this.text.indexOf(stop, searchFrom);
+      const at = visible.indexOf(stop, searchFrom);
       if (at >= 0 && (cut < 0 || at < cut)) cut = at;
     }
     if (cut >= 0) {
       this.stopped = true;
-      this.text = this.text.slice(0, cut);
+      this.text = visible.slice(0, cut);
       return this.release(Math.max(this.released, cut));
     }
     if (final) return this.release(this.text.length);

@@ -68,6 +68,12 @@ describe("text deltas (runtime TextStream, as the scheduler drives it)", () => {
     );
   });
 
+  it('stops at a stop string that precedes a character still incomplete (ids 3907, 0; stop " ")', () => {
+    // decode([3907]) is ' "' and the first byte of a character: the stop string is already there.
+    expect(bruteForce([3907, 0], [" "])).toEqual({ text: "", consumed: 1 });
+    expect(streamed([3907, 0], [" "])).toEqual({ deltas: [""], consumed: 1, stopped: true });
+  });
+
   it("never releases the beginning of a stop string before it is decided", () => {
     const ids = tokenizer.encode("alpha beta gamma", { addSpecialTokens: false });
     const stream = new TextStream(tokenizer, ["beta gamma delta"]);
